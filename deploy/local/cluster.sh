@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# A local Kubernetes control plane made of real components, run as plain processes on 127.0.0.1:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and kwok for fake nodes whose pods
+# become Running and Ready. Every binary is built from its Go module through the Go module proxy
+# (versions in deploy/local/versions.env, wrapper modules in deploy/local/tools/) and cached outside
+# the repository, so only the first `up` on a machine (or after a version change) builds anything.
+#
+# Usage: deploy/local/cluster.sh <command>
+#   up               build what is missing, start the cluster (or reuse the running one), wait until usable
+#   env              print shell lines to eval: KUBECONFIG and a PATH with kubectl and helm
+#   status           show each component's process and health, and the nodes
+#   logs [component] list the log files, or print one component's log (etcd, kube-apiserver, ...)
+#   down             stop the processes this script started and remove the cluster state
+#   build            only build (or find in the cache) the binaries, print their directories
+#
+# Environment:
+#   KUBUNDLE_CLUSTER_DIR   cluster state (certificates, kubeconfig, data, logs, PIDs);
+#                          default: <repo>/.cluster, so every checkout has its own cluster
+#   KUBUNDLE_CACHE_DIR     built binaries; default: ${XDG_CACHE_HOME:-~/.cache}/kubundle
+#   KUBUNDLE_NODES         number of kwok nodes (default 8)
+#   KUBUNDLE_NODE_PODS     pods each node accepts (default 1500; 8 x 1500 = 12,000 pods)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+state=${KUBUNDLE_CLUSTER_DIR:-$repo/.cluster}
+cache=${KUBUNDLE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubundle}
+nodes=${KUBUNDLE_NODES:-8}
+node_pods=${KUBUNDLE_NODE_PODS:-1500}
+# Components in start order; `down` stops them in reverse.
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# Bump when the way binaries are built changes, so cached builds are redone.
+build_recipe=1
+
+log() { printf '%s [cluster] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- building
+
+# bin_dir COMPONENT VERSION: the cache directory for one component's binaries. The key covers the
+# version, the wrapper module's go.mod/go.sum, the Go version and the build recipe.
+bin_dir() {
+  local comp=$1 version=$2 key
+  key=$( { cat "$here/tools/$comp/go.mod" "$here/tools/$comp/go.sum"; go env GOVERSION; echo "$build_recipe"; } \
+    | sha256sum | cut -c1-12)
+  echo "$cache/bin/$comp-$version-$key"
+}
+
+# build_component COMPONENT VERSION LDFLAGS PACKAGE...: go build the packages into the cache, once.
+build_component() {
+  local comp=$1 version=$2 ldflags=$3
+  shift 3
+  local dir tmp start
+  dir=$(bin_dir "$comp" "$version")
+  [ -f "$dir/.complete" ] && return 0
+  mkdir -p "$cache/bin"
+  tmp=$(mktemp -d "$cache/bin/.build-$comp.XXXXXX")
+  start=$SECONDS
+  log "building $comp $version (first time on this machine; cached in $dir)"
+  if ! (cd "$here/tools/$comp" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=readonly" \
+      go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "$@"); then
+    rm -rf "$tmp"
+    die "building $comp failed (see the go output above)"
+  fi
+  # A component's finishing step (after_build_<component> TMPDIR), if it has one, runs before the
+  # build is published: a cache entry with .complete is always whole.
+  if declare -F "after_build_$comp" >/dev/null && ! "after_build_$comp" "$tmp"; then
+    rm -rf "$tmp"
+    die "finishing the build of $comp failed"
+  fi
+  chmod 755 "$tmp"
+  touch "$tmp/.complete"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  log "built $comp in $((SECONDS - start))s"
+}
+
+build_all() {
+  command -v go >/dev/null || die "go is not installed; it builds the control plane's components"
+  # Builds are serialised across concurrent callers (the demo and the tests may start together).
+  mkdir -p "$cache"
+  exec 9>"$cache/.build.lock"
+  flock 9
+
+  local k8s_minor=${KUBERNETES_VERSION#v1.}
+  k8s_minor=${k8s_minor%%.*}
+  local commit=0000000000000000000000000000000000000000
+  local k8s_ldflags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    k8s_ldflags+=" -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  build_component kubernetes "$KUBERNETES_VERSION" "$k8s_ldflags" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+
+  build_component etcd "$ETCD_VERSION" "-X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
+    go.etcd.io/etcd/server/v3
+  build_component kwok "$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+    sigs.k8s.io/kwok/cmd/kwok
+
+  local helm_major=${HELM_VERSION%%.*}
+  build_component helm "$HELM_VERSION" "-X helm.sh/helm/$helm_major/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/$helm_major/cmd/helm"
+
+  flock -u 9
+}
+
+# The etcd main package is the module root go.etcd.io/etcd/server/v3, so go names the binary "server".
+after_build_etcd() { mv "$1/server" "$1/etcd"; }
+
+# kwok's behaviour is configured by Stage objects shipped in the same module: nodes become Ready and
+# keep a heartbeat lease, scheduled pods become Running and Ready, deleted pods go away.
+after_build_kwok() {
+  local src
+  src=$(cd "$here/tools/kwok" && GOTOOLCHAIN=local go list -m -f '{{.Dir}}' sigs.k8s.io/kwok) || return 1
+  mkdir -p "$1/stages"
+  cp "$src"/kustomize/stage/node/fast/node-initialize.yaml \
+    "$src"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    "$src"/kustomize/stage/pod/fast/pod-ready.yaml \
+    "$src"/kustomize/stage/pod/fast/pod-complete.yaml \
+    "$src"/kustomize/stage/pod/fast/pod-delete.yaml "$1/stages/" || return 1
+  chmod 644 "$1"/stages/*.yaml
+}
+
+k8s_bin() { bin_dir kubernetes "$KUBERNETES_VERSION"; }
+binary_of() {
+  case $1 in
+    etcd) echo "$(bin_dir etcd "$ETCD_VERSION")/etcd" ;;
+    kwok) echo "$(bin_dir kwok "$KWOK_VERSION")/kwok" ;;
+    *) echo "$(k8s_bin)/$1" ;;
+  esac
+}
+kubectl() { "$(k8s_bin)/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
+
+# ---------------------------------------------------------------- processes
+
+# Ports in LISTEN state on this machine, from /proc (no extra tools needed).
+listening_ports() {
+  local _sl local_addr _rem st _rest
+  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | while read -r _sl local_addr _rem st _rest; do
+    [ "$st" = 0A ] && echo $((16#${local_addr##*:}))
+  done | sort -un
+}
+
+# free_ports N: N distinct ports that nothing listens on, chosen at random so that a second cluster
+# (another checkout) or a stale one does not collide with this one.
+free_ports() {
+  local want=$1 taken port out=()
+  taken=" $(listening_ports | tr '\n' ' ') "
+  while [ "${#out[@]}" -lt "$want" ]; do
+    port=$((20000 + RANDOM % 30000))
+    [[ $taken == *" $port "* ]] && continue
+    taken+="$port "
+    out+=("$port")
+  done
+  echo "${out[@]}"
+}
+
+# start COMPONENT ARGS...: run the component in the background with its log and PID file.
+start() {
+  local comp=$1
+  shift
+  local bin
+  bin=$(binary_of "$comp")
+  # fds 8 and 9 hold this script's locks: a daemon must not inherit them (it would hold them forever).
+  nohup "$bin" "$@" >"$state/logs/$comp.log" 2>&1 </dev/null 8>&- 9>&- &
+  echo "$! $bin" >"$state/pids/$comp"
+}
+
+# running COMPONENT: its recorded process is alive and still runs the recorded binary (a PID can be
+# reused by an unrelated process after a reboot; that one must never be signalled).
+running() {
+  local file=$state/pids/$1 pid bin exe
+  [ -f "$file" ] || return 1
+  read -r pid bin <"$file"
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [ "${exe% (deleted)}" = "$bin" ]
+}
+
+pid_of() { cut -d' ' -f1 "$state/pids/$1"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds; on timeout, fail and point at logs.
+wait_for() {
+  local timeout=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      die "timed out after ${timeout}s waiting for $what; logs: $state/logs/"
+    fi
+    local comp
+    for comp in "${components[@]}"; do
+      if [ -f "$state/pids/$comp" ] && ! running "$comp"; then
+        tail -n 30 "$state/logs/$comp.log" >&2 || true
+        die "$comp exited while waiting for $what; log: $state/logs/$comp.log"
+      fi
+    done
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------- certificates and kubeconfigs
+
+pki_cert() { # pki_cert NAME SUBJECT EXTENSIONS: an EC P-256 key and a certificate signed by the CA
+  local name=$1 subject=$2 ext=$3 pki=$state/pki
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "$subject" 2>/dev/null
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 365 -out "$pki/$name.crt" -extfile <(printf '%s\n' "$ext") 2>/dev/null
+  rm -f "$pki/$name.csr"
+}
+
+make_pki() {
+  local pki=$state/pki
+  mkdir -p "$pki"
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 365 -subj "/CN=kubundle-local-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  pki_cert apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
+    "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+    "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment")"
+  local client_ext="extendedKeyUsage=clientAuth"
+  # The admin is in system:masters; the controller manager and the scheduler use the identities
+  # that the built-in RBAC roles are bound to, as in a kubeadm cluster.
+  pki_cert admin "/O=system:masters/CN=kubundle-admin" "$client_ext"
+  pki_cert controller-manager "/CN=system:kube-controller-manager" "$client_ext"
+  pki_cert scheduler "/CN=system:kube-scheduler" "$client_ext"
+  pki_cert kwok "/O=system:masters/CN=kwok" "$client_ext"
+  # Service-account token signing key pair.
+  openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  chmod 600 "$pki"/*.key
+}
+
+write_kubeconfig() { # write_kubeconfig FILE USER
+  local file=$1 user=$2 pki=$state/pki
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: kubundle-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $pki/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $pki/$user.crt
+    client-key: $pki/$user.key
+contexts:
+- name: kubundle-local
+  context: {cluster: kubundle-local, user: $user}
+current-context: kubundle-local
+EOF
+  chmod 600 "$file"
+}
+
+# ---------------------------------------------------------------- commands
+
+cluster_healthy() {
+  local comp
+  for comp in "${components[@]}"; do running "$comp" || return 1; done
+  kubectl get --raw /readyz >/dev/null 2>&1
+}
+
+stop_processes() {
+  local i comp pid
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    comp=${components[$i]}
+    [ -f "$state/pids/$comp" ] || continue
+    if running "$comp"; then
+      pid=$(pid_of "$comp")
+      kill -TERM "$pid" 2>/dev/null || true
+      local deadline=$((SECONDS + 15))
+      while running "$comp" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+      if running "$comp"; then
+        log "$comp (pid $pid) ignored SIGTERM for 15s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        while running "$comp"; do sleep 0.1; done
+      fi
+    fi
+    rm -f "$state/pids/$comp"
+  done
+}
+
+cmd_down() {
+  if [ ! -d "$state" ]; then
+    log "no cluster state at $state; nothing to stop"
+    return 0
+  fi
+  stop_processes
+  rm -rf "$state"
+  log "stopped; removed $state"
+}
+
+node_manifests() {
+  local i
+  for ((i = 0; i < nodes; i++)); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    node.kubernetes.io/instance-type: kwok
+    type: kwok
+status:
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "$node_pods", ephemeral-storage: 10Ti}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "$node_pods", ephemeral-storage: 10Ti}
+EOF
+  done
+}
+
+nodes_ready() {
+  local ready
+  ready=$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' \
+    | grep -c '^True$' || true)
+  [ "$ready" -ge "$nodes" ]
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  build_all
+  local build_s=$((SECONDS - t0))
+  mkdir -p "$(dirname "$state")"
+  exec 8>"$state.lock"
+  flock 8
+
+  if [ -d "$state" ]; then
+    if cluster_healthy; then
+      log "cluster already running at $(grep server: "$state/kubeconfig" | awk '{print $2}') (reused) in $((SECONDS - t0))s"
+      return 0
+    fi
+    log "found a stale or broken cluster in $state; stopping what is left of it and starting anew"
+    stop_processes
+    rm -rf "$state"
+  fi
+  mkdir -p "$state/logs" "$state/pids" "$state/kubeconfigs"
+  local t_start=$SECONDS
+
+  local ports
+  read -r -a ports <<<"$(free_ports 8)"
+  cat >"$state/ports.env" <<EOF
+ETCD_CLIENT_PORT=${ports[0]}
+ETCD_PEER_PORT=${ports[1]}
+ETCD_METRICS_PORT=${ports[2]}
+APISERVER_PORT=${ports[3]}
+CONTROLLER_MANAGER_PORT=${ports[4]}
+SCHEDULER_PORT=${ports[5]}
+KWOK_PORT=${ports[6]}
+EOF
+  # shellcheck source=/dev/null
+  source "$state/ports.env"
+
+  make_pki
+  write_kubeconfig "$state/kubeconfig" admin
+  write_kubeconfig "$state/kubeconfigs/controller-manager.kubeconfig" controller-manager
+  write_kubeconfig "$state/kubeconfigs/scheduler.kubeconfig" scheduler
+  write_kubeconfig "$state/kubeconfigs/kwok.kubeconfig" kwok
+  local pki=$state/pki
+
+  start etcd --name=kubundle --data-dir="$state/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="kubundle=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls="http://127.0.0.1:$ETCD_METRICS_PORT" \
+    --unsafe-no-fsync --quota-backend-bytes=8589934592 --log-level=warn
+  wait_for 60 "etcd" curl -sf "http://127.0.0.1:$ETCD_METRICS_PORT/health"
+
+  # The "kubernetes" Service's endpoints cannot hold a loopback address (Endpoints validation), so
+  # the endpoint reconciler is off: nothing in this cluster dials that Service from a pod.
+  start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --service-node-port-range=30000-32767 \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --endpoint-reconciler-type=none \
+    --profiling=false
+  wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz
+
+  # QPS: the defaults (20 for the controller manager, 50 for the scheduler) would make these
+  # components, not the operator under test, the bottleneck when thousands of pods start at once.
+  start kube-controller-manager --kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --kube-api-qps=200 --kube-api-burst=400 --profiling=false
+  start kube-scheduler --kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --leader-elect=false \
+    --kube-api-qps=200 --kube-api-burst=400 --profiling=false
+  local stages=() f
+  for f in "$(bin_dir kwok "$KWOK_VERSION")"/stages/*.yaml; do stages+=(--config="$f"); done
+  start kwok --kubeconfig="$state/kubeconfigs/kwok.kubeconfig" "${stages[@]}" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.1/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40 \
+    --server-address="127.0.0.1:$KWOK_PORT"
+
+  node_manifests | kubectl apply -f - >/dev/null
+  wait_for 120 "$nodes kwok nodes to be Ready" nodes_ready
+  wait_for 120 "the default ServiceAccount in namespace default" kubectl get serviceaccount default -n default
+
+  log "cluster up at https://127.0.0.1:$APISERVER_PORT: $nodes nodes x $node_pods pods, Kubernetes $KUBERNETES_VERSION"
+  log "started in $((SECONDS - t_start))s (build/cache check ${build_s}s, total $((SECONDS - t0))s)"
+  log "use it with: eval \"\$($0 env)\""
+}
+
+cmd_env() {
+  [ -f "$state/kubeconfig" ] || die "no cluster at $state; run: $0 up"
+  echo "export KUBECONFIG='$state/kubeconfig'"
+  echo "export PATH='$(k8s_bin):$(bin_dir helm "$HELM_VERSION"):'\"\$PATH\""
+}
+
+cmd_status() {
+  [ -d "$state" ] || { echo "no cluster (state dir $state does not exist)"; return 1; }
+  # shellcheck source=/dev/null
+  source "$state/ports.env"
+  local comp ok=0 rss total=0
+  printf '%-25s %-8s %-9s %s\n' COMPONENT PID STATE RSS
+  for comp in "${components[@]}"; do
+    if running "$comp"; then
+      rss=$(awk '/VmRSS/ {print $2}' "/proc/$(pid_of "$comp")/status")
+      total=$((total + rss))
+      printf '%-25s %-8s %-9s %d MiB\n' "$comp" "$(pid_of "$comp")" running $((rss / 1024))
+    else
+      printf '%-25s %-8s %-9s\n' "$comp" - stopped
+      ok=1
+    fi
+  done
+  printf '%-25s %-8s %-9s %d MiB\n' total "" "" $((total / 1024))
+  echo "apiserver: https://127.0.0.1:$APISERVER_PORT  readyz: $(kubectl get --raw /readyz 2>&1 | head -1)"
+  kubectl get nodes 2>&1 | head -n $((nodes + 1)) || true
+  return "$ok"
+}
+
+cmd_logs() {
+  [ -d "$state/logs" ] || die "no cluster at $state"
+  if [ $# -eq 0 ]; then
+    local f
+    for f in "$state"/logs/*.log; do printf '%8s  %s\n' "$(du -h "$f" | cut -f1)" "$f"; done
+    echo "print one with: $0 logs <component>   (${components[*]})"
+    return 0
+  fi
+  [ -f "$state/logs/$1.log" ] || die "no log for '$1'; components: ${components[*]}"
+  cat "$state/logs/$1.log"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  logs) shift; cmd_logs "$@" ;;
+  build)
+    build_all
+    echo "kubernetes: $(k8s_bin)"
+    echo "etcd: $(bin_dir etcd "$ETCD_VERSION")"
+    echo "kwok: $(bin_dir kwok "$KWOK_VERSION")"
+    echo "helm: $(bin_dir helm "$HELM_VERSION")"
+    ;;
+  *)
+    sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    [ -n "${1:-}" ] && exit 2
+    exit 0
+    ;;
+esac

@@ -1,0 +1,127 @@
+//! Shared helpers for the end-to-end tests. They run against the local control plane started by
+//! `deploy/local/cluster.sh up` (the test command `tests/run.sh` does that and exports KUBECONFIG
+//! and a PATH with the built kubectl and helm). Without a cluster they fail with a message saying
+//! so: an end-to-end test never passes by skipping itself.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::borrow::BorrowMut;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The admin kubeconfig of the local cluster, from `KUBECONFIG`.
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os("KUBECONFIG") {
+        Some(path) if Path::new(&path).is_file() => PathBuf::from(path),
+        _ => panic!(
+            "KUBECONFIG does not point at a kubeconfig file. End-to-end tests need the local cluster: \
+             run `tests/run.sh`, or `deploy/local/cluster.sh up && eval \"$(deploy/local/cluster.sh env)\"` \
+             before `cargo test`."
+        ),
+    }
+}
+
+/// A client for the local cluster with the admin identity.
+pub async fn client() -> Client {
+    kubeconfig_path();
+    Client::try_default()
+        .await
+        .expect("cannot build a client from KUBECONFIG")
+}
+
+/// Runs a command to completion and returns its output, panicking if it cannot be started.
+pub fn run(mut cmd: impl BorrowMut<Command>) -> Output {
+    let cmd = cmd.borrow_mut();
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(mut cmd: impl BorrowMut<Command>) -> String {
+    let cmd = cmd.borrow_mut();
+    let out = run(&mut *cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is not UTF-8")
+}
+
+/// `kubectl` from PATH (the one `cluster.sh env` puts there) with the given arguments.
+pub fn kubectl(args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args);
+    cmd
+}
+
+/// Creates a namespace with a name unique to this test run; each test works in its own.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubundle.dev/test": prefix}},
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
+    name
+}
+
+/// Deletes a namespace created by [`create_namespace`] (the cluster is torn down after the run anyway).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await;
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`
+/// and the last state `check` described through `Err`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// A value from `deploy/local/versions.env`, the single place the component versions are pinned.
+pub fn pinned_version(key: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("deploy/local/versions.env"))
+        .expect("cannot read deploy/local/versions.env");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} is not set in deploy/local/versions.env"))
+        .trim()
+        .to_string()
+}
