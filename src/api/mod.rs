@@ -1,0 +1,350 @@
+//! The `AppBundle` custom resource (kubundle.dev/v1alpha1): the public contract of kubundle.
+//!
+//! Every field's doc comment becomes its description in the CRD, and so the output of
+//! `kubectl explain appbundle.spec`. Validation that can be decided from the object alone is in the
+//! schema and in CEL rules (`x-kubernetes-validations`), so that `kubectl apply` refuses a bad
+//! AppBundle with a message naming the field, before anything is created.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext, Probe,
+    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+mod conditions;
+pub use conditions::*;
+
+/// The API group of kubundle's resources.
+pub const GROUP: &str = "kubundle.dev";
+
+/// The desired state of an AppBundle: the container to run, how many pods, and how they are
+/// exposed. kubundle runs it as one Deployment and one Service of the AppBundle's name.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kubundle.dev",
+    version = "v1alpha1",
+    kind = "AppBundle",
+    plural = "appbundles",
+    shortname = "ab",
+    category = "all",
+    namespaced,
+    status = "AppBundleStatus",
+    derive = "PartialEq",
+    doc = "An AppBundle describes one application tier; kubundle runs it as one Deployment and one Service of the same name and keeps them as declared.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Replicas", type_ = "string", json_path = ".status.replicaSummary", description = "ready/desired pods"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".status.address.type", description = "how the Service exposes the pods"),
+    printcolumn(name = "Address", type_ = "string", json_path = ".status.address.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image", priority = 1),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be at most 63 characters of lowercase letters, digits and '-', start with a letter and end with a letter or digit: it names the Service and is a label value"),
+)]
+#[x_kube(
+    validation = Rule::new("self.ports.size() > 0 || (has(self.service) && has(self.service.type) && self.service.type == 'Headless')")
+        .message("spec.ports must list at least one port: the Service exposes them (only a Headless service may have none)"),
+    validation = Rule::new("self.ports.all(p, !has(p.nodePort)) || (has(self.service) && has(self.service.type) && self.service.type in ['NodePort', 'LoadBalancer'])")
+        .message("spec.ports[].nodePort is only allowed when spec.service.type is NodePort or LoadBalancer"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppBundleSpec {
+    /// Container image to run, e.g. `us-docker.pkg.dev/google-samples/containers/gke/gb-frontend:v5`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+
+    /// Number of pods. Defaults to 1. Also exposed through the scale subresource, so
+    /// `kubectl scale appbundle NAME --replicas=N` and a HorizontalPodAutoscaler work.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: i32,
+
+    /// Seconds a rollout may make no progress before it counts as failed; the AppBundle then turns
+    /// Stalled with reason ProgressDeadlineExceeded. Defaults to 600 (the Deployment default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: Option<i32>,
+
+    /// Entrypoint array, replacing the image's ENTRYPOINT. Not run in a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+
+    /// Arguments to the entrypoint, replacing the image's CMD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+
+    /// Ports the container listens on. The Service exposes each of them.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new("self.all(a, !has(a.name) || self.exists_one(b, has(b.name) && b.name == a.name))")
+            .message("spec.ports[].name values must be unique"),
+        validation = Rule::new("self.all(a, self.exists_one(b, b.containerPort == a.containerPort && (has(b.protocol) ? b.protocol : 'TCP') == (has(a.protocol) ? a.protocol : 'TCP')))")
+            .message("spec.ports[].containerPort values must be unique per protocol"),
+        validation = Rule::new("self.all(a, self.exists_one(b, (has(b.servicePort) ? b.servicePort : b.containerPort) == (has(a.servicePort) ? a.servicePort : a.containerPort) && (has(b.protocol) ? b.protocol : 'TCP') == (has(a.protocol) ? a.protocol : 'TCP')))")
+            .message("spec.ports[].servicePort values (containerPort where servicePort is not set) must be unique per protocol"),
+        validation = Rule::new("self.size() <= 1 || self.all(p, has(p.name))")
+            .message("spec.ports[].name is required when there is more than one port (the Service needs to tell them apart)"),
+    )]
+    pub ports: Vec<PortSpec>,
+
+    /// How the pods are exposed. Defaults to a ClusterIP Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+
+    /// Environment variables of the container (core/v1 EnvVar: value, or valueFrom a ConfigMap or
+    /// Secret key, a field or a resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+
+    /// Sources of environment variables: every key of a ConfigMap or Secret (core/v1 EnvFromSource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Vec<EnvFromSource>>,
+
+    /// Compute resources of the container: requests and limits of cpu and memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Image pull policy: Always, IfNotPresent or Never. Defaults as in Kubernetes (Always for
+    /// `:latest` or untagged images, IfNotPresent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['Always', 'IfNotPresent', 'Never']")
+        .message("spec.imagePullPolicy must be Always, IfNotPresent or Never"))]
+    pub image_pull_policy: Option<String>,
+
+    /// Readiness probe: a pod receives Service traffic only while it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+
+    /// Liveness probe: the container is restarted when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+
+    /// Startup probe: the other probes wait until it succeeds once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+
+    /// Settings of the pods beyond the container: labels, annotations, scheduling, identity,
+    /// security and volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateSpec>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// A port of the container, and how the Service exposes it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortSpec {
+    /// Name of the port, used by both the container and the Service (e.g. `http`): at most 15
+    /// lowercase letters, digits and '-', with at least one letter. Required when there are several ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.matches('[a-z]') && !self.contains('--')")
+        .message("spec.ports[].name must be at most 15 lowercase letters, digits and '-', contain a letter, and not start or end with '-' or contain '--'"))]
+    pub name: Option<String>,
+
+    /// Port number the container listens on (1-65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: i32,
+
+    /// Port number the Service listens on (1-65535). Defaults to containerPort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub service_port: Option<i32>,
+
+    /// Protocol: TCP (default), UDP or SCTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['TCP', 'UDP', 'SCTP']")
+        .message("spec.ports[].protocol must be TCP, UDP or SCTP"))]
+    pub protocol: Option<String>,
+
+    /// Port on every node for NodePort and LoadBalancer services (usually 30000-32767). Chosen by
+    /// the cluster when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+
+    /// Application protocol of the port (e.g. `http`, `kubernetes.io/h2c`), for load balancers and meshes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub app_protocol: Option<String>,
+}
+
+/// How the Service exposes the pods.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// ClusterIP (default: a virtual IP inside the cluster), NodePort (also a port on every node),
+    /// LoadBalancer (also an external load balancer, e.g. a Google Cloud load balancer on GKE) or
+    /// Headless (no virtual IP: DNS returns the pods' addresses).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['ClusterIP', 'NodePort', 'LoadBalancer', 'Headless']")
+        .message("spec.service.type must be ClusterIP, NodePort, LoadBalancer or Headless"))]
+    pub type_: Option<String>,
+
+    /// Annotations of the Service, e.g. `cloud.google.com/load-balancer-type: Internal` on GKE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+
+    /// Labels of the Service, in addition to the ones kubundle sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+
+    /// For LoadBalancer services: client CIDRs allowed to reach the load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_source_ranges: Option<Vec<String>>,
+
+    /// Cluster (default) or Local: whether external traffic may be routed to pods on other nodes.
+    /// Local preserves the client's source IP. For NodePort and LoadBalancer services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['Cluster', 'Local']")
+        .message("spec.service.externalTrafficPolicy must be Cluster or Local"))]
+    pub external_traffic_policy: Option<String>,
+}
+
+/// Settings of the pods beyond the container.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateSpec {
+    /// Labels of the pods, in addition to the ones kubundle sets (which take precedence). They are
+    /// not part of any selector, so changing them is always safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+
+    /// Annotations of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+
+    /// ServiceAccount the pods run as (e.g. one bound to a Google service account with Workload Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Node labels a node must have to run the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of node taints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Node and pod affinity and anti-affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the pods are spread across zones, nodes or other topology domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+
+    /// Secrets holding credentials to pull the image from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+
+    /// Pod-level security settings (runAsNonRoot, fsGroup, seccompProfile, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+
+    /// Container-level security settings (allowPrivilegeEscalation, capabilities,
+    /// readOnlyRootFilesystem, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
+
+    /// Volumes the pods can mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+
+    /// Where the container mounts the volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+
+    /// Name of a PriorityClass for the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Seconds a pod is given to stop gracefully. Defaults to 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// The observed state of an AppBundle. Written by kubundle only.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppBundleStatus {
+    /// The metadata.generation this status describes. Conditions are current only when it equals
+    /// metadata.generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready: the newest spec is fully rolled out and the Service has its address.
+    /// Reconciling: a change is being rolled out. Stalled: progress stopped on an error that needs a
+    /// person (a name conflict, a failed rollout, a refused write).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Desired number of pods (the scale subresource reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// Pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// Pods that run the newest pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+
+    /// Pods that have been ready for at least minReadySeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+
+    /// Ready and desired pods as `ready/desired`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_summary: Option<String>,
+
+    /// Label selector of the pods, in string form (the scale subresource and HPAs read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// The image that is fully rolled out (every pod runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Where the Service can be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<AppBundleAddress>,
+}
+
+/// Where the Service of an AppBundle can be reached.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppBundleAddress {
+    /// The Service type (ClusterIP, NodePort, LoadBalancer or Headless).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+
+    /// The Service's virtual IP inside the cluster (None for Headless).
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+
+    /// URL of the first port inside the cluster, e.g. `http://frontend.guestbook.svc.cluster.local:80`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+
+    /// External addresses (IPs or hostnames) of a LoadBalancer service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<String>,
+}

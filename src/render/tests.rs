@@ -1,0 +1,281 @@
+use super::*;
+use crate::api::{AppBundleSpec, PodTemplateSpec as BundlePod, ServiceSpec};
+use proptest::prelude::*;
+
+fn bundle(spec: AppBundleSpec) -> AppBundle {
+    let mut b = AppBundle::new("frontend", spec);
+    b.metadata.namespace = Some("guestbook".into());
+    b.metadata.uid = Some("0b5a3c1e-0000-4000-8000-000000000001".into());
+    b
+}
+
+fn spec(image: &str) -> AppBundleSpec {
+    serde_json::from_value(serde_json::json!({
+        "image": image,
+        "ports": [{"name": "http", "containerPort": 80}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn deployment_carries_the_container_as_declared() {
+    let mut s = spec("gb-frontend:v5");
+    s.replicas = 3;
+    s.env = Some(vec![
+        serde_json::from_value(serde_json::json!({"name": "GET_HOSTS_FROM", "value": "dns"}))
+            .unwrap(),
+    ]);
+    s.resources = Some(
+        serde_json::from_value(serde_json::json!({"requests": {"cpu": "100m", "memory": "100Mi"}}))
+            .unwrap(),
+    );
+    let d = deployment(&bundle(s)).unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    assert_eq!(c.name, "frontend");
+    assert_eq!(c.image.as_deref(), Some("gb-frontend:v5"));
+    assert_eq!(c.env.as_ref().unwrap()[0].value.as_deref(), Some("dns"));
+    let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert_eq!(requests["cpu"].0, "100m");
+    let ports = c.ports.as_ref().unwrap();
+    assert_eq!(
+        (
+            ports[0].name.as_deref(),
+            ports[0].container_port,
+            ports[0].protocol.as_deref()
+        ),
+        (Some("http"), 80, Some("TCP"))
+    );
+    // Fields kubundle does not set are left to the API server's defaults (and so not owned).
+    assert!(spec.strategy.is_none());
+    assert!(pod.restart_policy.is_none());
+}
+
+#[test]
+fn children_are_controlled_by_the_bundle() {
+    let b = bundle(spec("nginx"));
+    for owners in [
+        deployment(&b).unwrap().metadata.owner_references.unwrap(),
+        service(&b).unwrap().metadata.owner_references.unwrap(),
+    ] {
+        assert_eq!(owners.len(), 1);
+        let o = &owners[0];
+        assert_eq!(
+            (o.api_version.as_str(), o.kind.as_str(), o.name.as_str()),
+            ("kubundle.dev/v1alpha1", "AppBundle", "frontend")
+        );
+        assert_eq!(o.uid, "0b5a3c1e-0000-4000-8000-000000000001");
+        assert_eq!(o.controller, Some(true));
+        assert_eq!(o.block_owner_deletion, Some(true));
+    }
+}
+
+#[test]
+fn service_ports_default_to_the_container_port() {
+    let mut s = spec("redis");
+    s.ports = serde_json::from_value(serde_json::json!([
+        {"name": "redis", "containerPort": 6379},
+        {"name": "metrics", "containerPort": 9121, "servicePort": 80, "protocol": "TCP"},
+    ]))
+    .unwrap();
+    let svc = service(&bundle(s)).unwrap().spec.unwrap();
+    let ports = svc.ports.unwrap();
+    assert_eq!(ports[0].port, 6379);
+    assert_eq!(ports[0].target_port, Some(IntOrString::Int(6379)));
+    assert_eq!(ports[1].port, 80);
+    assert_eq!(ports[1].target_port, Some(IntOrString::Int(9121)));
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(svc.selector.unwrap(), selector_labels("frontend"));
+}
+
+#[test]
+fn headless_is_a_clusterip_service_without_a_cluster_ip() {
+    let mut s = spec("redis");
+    s.service = Some(ServiceSpec {
+        type_: Some("Headless".into()),
+        ..ServiceSpec::default()
+    });
+    let svc = service(&bundle(s)).unwrap().spec.unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
+}
+
+#[test]
+fn load_balancer_settings_apply_only_where_they_mean_something() {
+    let mut s = spec("nginx");
+    s.ports[0].node_port = Some(30080);
+    s.service = Some(ServiceSpec {
+        type_: Some("LoadBalancer".into()),
+        annotations: Some(BTreeMap::from([(
+            "cloud.google.com/load-balancer-type".into(),
+            "Internal".into(),
+        )])),
+        load_balancer_source_ranges: Some(vec!["10.0.0.0/8".into()]),
+        external_traffic_policy: Some("Local".into()),
+        ..ServiceSpec::default()
+    });
+    let b = bundle(s.clone());
+    let svc = service(&b).unwrap();
+    assert_eq!(
+        svc.metadata.annotations.unwrap()["cloud.google.com/load-balancer-type"],
+        "Internal"
+    );
+    let sp = svc.spec.unwrap();
+    assert_eq!(sp.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(sp.ports.unwrap()[0].node_port, Some(30080));
+    assert_eq!(sp.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(
+        sp.load_balancer_source_ranges.unwrap(),
+        vec!["10.0.0.0/8".to_string()]
+    );
+
+    s.service.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    let sp = service(&bundle(s)).unwrap().spec.unwrap();
+    assert_eq!(sp.ports.unwrap()[0].node_port, None);
+    assert_eq!(sp.external_traffic_policy, None);
+    assert_eq!(sp.load_balancer_source_ranges, None);
+}
+
+#[test]
+fn kubundle_labels_win_over_user_labels() {
+    let mut s = spec("nginx");
+    s.pod_template = Some(BundlePod {
+        labels: Some(BTreeMap::from([
+            ("team".into(), "web".into()),
+            (labels::MANAGED_BY.into(), "someone-else".into()),
+        ])),
+        ..BundlePod::default()
+    });
+    let d = deployment(&bundle(s)).unwrap();
+    let pod_labels = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(pod_labels["team"], "web");
+    assert_eq!(pod_labels[labels::MANAGED_BY], "kubundle");
+}
+
+#[test]
+fn a_bundle_without_uid_is_not_rendered() {
+    let mut b = bundle(spec("nginx"));
+    b.metadata.uid = None;
+    assert_eq!(
+        deployment(&b).unwrap_err(),
+        RenderError::MissingMetadata("metadata.uid")
+    );
+}
+
+#[test]
+fn selector_string_matches_the_selector_labels() {
+    assert_eq!(
+        selector_string("web"),
+        "app.kubernetes.io/instance=web,app.kubernetes.io/managed-by=kubundle,app.kubernetes.io/name=web"
+    );
+}
+
+// ---- properties
+
+/// A DNS-1035 label: what the CRD admits as an AppBundle name.
+fn bundle_name() -> impl Strategy<Value = String> {
+    "[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+}
+
+fn label_map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map("[a-z]{1,10}(/[a-z]{1,10})?", "[a-z0-9]{0,10}", 0..5)
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && (v.is_empty()
+            || (v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
+}
+
+fn ports() -> impl Strategy<Value = Vec<PortSpec>> {
+    prop::collection::btree_set(1..=65535i32, 1..8).prop_map(|numbers| {
+        numbers
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| PortSpec {
+                name: Some(format!("p{i}")),
+                container_port: n,
+                service_port: (n % 2 == 0).then_some(65536 - n),
+                protocol: None,
+                node_port: None,
+                app_protocol: None,
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// The selector depends on the name alone: labels, image and replicas never change it.
+    #[test]
+    fn selector_never_changes(name in bundle_name(), labels_a in label_map(), labels_b in label_map(),
+                              image_a in "[a-z]{1,8}:v[0-9]", image_b in "[a-z]{1,8}:v[0-9]",
+                              replicas_a in 0..100i32, replicas_b in 0..100i32) {
+        let make = |labels: BTreeMap<String, String>, image: &str, replicas: i32| {
+            let mut s = spec(image);
+            s.replicas = replicas;
+            s.pod_template = Some(BundlePod { labels: Some(labels), ..BundlePod::default() });
+            let mut b = bundle(s);
+            b.metadata.name = Some(name.clone());
+            b
+        };
+        let a = make(labels_a, &image_a, replicas_a);
+        let b = make(labels_b, &image_b, replicas_b);
+        let sel = |b: &AppBundle| deployment(b).unwrap().spec.unwrap().selector;
+        prop_assert_eq!(sel(&a), sel(&b));
+        prop_assert_eq!(service(&a).unwrap().spec.unwrap().selector, service(&b).unwrap().spec.unwrap().selector);
+        // and the pods always match their own selector
+        let d = deployment(&a).unwrap().spec.unwrap();
+        let pod_labels = d.template.metadata.unwrap().labels.unwrap();
+        for (k, v) in d.selector.match_labels.unwrap() {
+            prop_assert_eq!(pod_labels.get(&k), Some(&v));
+        }
+    }
+
+    /// Every name and label value kubundle renders is valid for the API server.
+    #[test]
+    fn rendered_names_and_label_values_are_valid(name in bundle_name(), user in label_map()) {
+        let mut s = spec("nginx");
+        s.pod_template = Some(BundlePod { labels: Some(user), ..BundlePod::default() });
+        let mut b = bundle(s);
+        b.metadata.name = Some(name.clone());
+        let d = deployment(&b).unwrap();
+        let svc = service(&b).unwrap();
+        prop_assert_eq!(d.metadata.name.as_deref(), Some(name.as_str()));
+        prop_assert_eq!(svc.metadata.name.as_deref(), Some(name.as_str()));
+        prop_assert!(name.len() <= 63);
+        let pod = d.spec.unwrap().template;
+        prop_assert!(pod.spec.unwrap().containers[0].name.len() <= 63);
+        for map in [d.metadata.labels.unwrap(), svc.metadata.labels.unwrap(), pod.metadata.unwrap().labels.unwrap()] {
+            for (k, v) in &map {
+                prop_assert!(is_label_value(v), "label {}={:?} is not a valid label value", k, v);
+            }
+        }
+    }
+
+    /// Ports map one-to-one: one container port and one Service port per declared port, in order,
+    /// each Service port targeting its container port.
+    #[test]
+    fn ports_map_one_to_one(ports in ports()) {
+        let mut s = spec("nginx");
+        s.ports = ports.clone();
+        let b = bundle(s);
+        let cports = deployment(&b).unwrap().spec.unwrap().template.spec.unwrap().containers[0].ports.clone().unwrap();
+        let sports = service(&b).unwrap().spec.unwrap().ports.unwrap();
+        prop_assert_eq!(cports.len(), ports.len());
+        prop_assert_eq!(sports.len(), ports.len());
+        for ((p, c), s) in ports.iter().zip(&cports).zip(&sports) {
+            prop_assert_eq!(c.container_port, p.container_port);
+            prop_assert_eq!(&c.name, &p.name);
+            prop_assert_eq!(&s.name, &p.name);
+            prop_assert_eq!(s.port, p.service_port.unwrap_or(p.container_port));
+            prop_assert_eq!(s.target_port.clone(), Some(IntOrString::Int(p.container_port)));
+        }
+    }
+}
