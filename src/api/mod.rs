@@ -118,8 +118,7 @@ pub struct AppBundleSpec {
     /// Image pull policy: Always, IfNotPresent or Never. Defaults as in Kubernetes (Always for
     /// `:latest` or untagged images, IfNotPresent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self in ['Always', 'IfNotPresent', 'Never']")
-        .message("spec.imagePullPolicy must be Always, IfNotPresent or Never"))]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]), length(max = 12))]
     pub image_pull_policy: Option<String>,
 
     /// Readiness probe: a pod receives Service traffic only while it passes.
@@ -167,8 +166,7 @@ pub struct PortSpec {
 
     /// Protocol: TCP (default), UDP or SCTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self in ['TCP', 'UDP', 'SCTP']")
-        .message("spec.ports[].protocol must be TCP, UDP or SCTP"))]
+    #[schemars(extend("enum" = ["TCP", "UDP", "SCTP"]), length(max = 4))]
     pub protocol: Option<String>,
 
     /// Port on every node for NodePort and LoadBalancer services (usually 30000-32767). Chosen by
@@ -191,8 +189,7 @@ pub struct ServiceSpec {
     /// LoadBalancer (also an external load balancer, e.g. a Google Cloud load balancer on GKE) or
     /// Headless (no virtual IP: DNS returns the pods' addresses).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self in ['ClusterIP', 'NodePort', 'LoadBalancer', 'Headless']")
-        .message("spec.service.type must be ClusterIP, NodePort, LoadBalancer or Headless"))]
+    #[schemars(extend("enum" = ["ClusterIP", "NodePort", "LoadBalancer", "Headless"]), length(max = 12))]
     pub type_: Option<String>,
 
     /// Annotations of the Service, e.g. `cloud.google.com/load-balancer-type: Internal` on GKE.
@@ -210,8 +207,7 @@ pub struct ServiceSpec {
     /// Cluster (default) or Local: whether external traffic may be routed to pods on other nodes.
     /// Local preserves the client's source IP. For NodePort and LoadBalancer services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self in ['Cluster', 'Local']")
-        .message("spec.service.externalTrafficPolicy must be Cluster or Local"))]
+    #[schemars(extend("enum" = ["Cluster", "Local"]), length(max = 7))]
     pub external_traffic_policy: Option<String>,
 }
 
