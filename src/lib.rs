@@ -3,6 +3,12 @@
 //!
 //! - [`api`]: the `AppBundle` custom resource, the public contract.
 //! - [`render`]: pure functions from an AppBundle to its children.
+//! - [`reconcile`]: the controller (apply, status computation, error policy).
+//! - [`metrics`], [`http`]: the Prometheus metrics and the health endpoints.
 
 pub mod api;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod reconcile;
 pub mod render;

@@ -1,0 +1,55 @@
+//! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves),
+//! `/readyz` (the controller has listed its AppBundles and is reconciling).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::Store;
+
+use crate::metrics::Metrics;
+use crate::reconcile::count_ready;
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Metrics,
+    pub store: Store<DynamicObject>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let (t, f, u) = count_ready(&state.store);
+    state.metrics.set_appbundles(t, f, u);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the AppBundle cache is not synced yet",
+        )
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics, prefix `kubundle_`. Per-object state is never a label: the AppBundle count
+//! by Ready status is computed from the controller's cache when scraped.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The operator's metrics and their registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by result: `success` or `error`.
+    pub reconciles: IntCounterVec,
+    /// Reconcile duration.
+    pub reconcile_duration: Histogram,
+    /// Failed reconciles by error label (see `Error::label`).
+    pub errors: IntCounterVec,
+    /// Write requests to the API server by kind and verb.
+    pub writes: IntCounterVec,
+    /// AppBundles by Ready condition status (True, False, Unknown), set at scrape time.
+    pub appbundles: IntGaugeVec,
+    /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
+    process: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("kubundle".into()), None).expect("valid registry prefix");
+        let reconciles = IntCounterVec::new(
+            Opts::new("reconcile_total", "Reconciles of AppBundles, by result"),
+            &["result"],
+        )
+        .unwrap();
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "reconcile_duration_seconds",
+                "Duration of one AppBundle reconcile",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .unwrap();
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "reconcile_errors_total",
+                "Failed reconciles, by error reason",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let writes = IntCounterVec::new(
+            Opts::new(
+                "api_writes_total",
+                "Write requests kubundle sent to the API server, by kind and verb",
+            ),
+            &["kind", "verb"],
+        )
+        .unwrap();
+        let appbundles = IntGaugeVec::new(
+            Opts::new(
+                "appbundles",
+                "AppBundles watched, by the status of their Ready condition",
+            ),
+            &["ready"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconcile_duration.clone()),
+            Box::new(errors.clone()),
+            Box::new(writes.clone()),
+            Box::new(appbundles.clone()),
+        ] {
+            registry.register(c).unwrap();
+        }
+        let process = Registry::new();
+        process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .unwrap();
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            errors,
+            writes,
+            appbundles,
+            process,
+        }
+    }
+
+    /// Counts one write request.
+    pub fn write(&self, kind: &str, verb: &str) {
+        self.writes.with_label_values(&[kind, verb]).inc();
+    }
+
+    /// Sets the AppBundle gauge from counts of Ready statuses.
+    pub fn set_appbundles(&self, ready: i64, not_ready: i64, unknown: i64) {
+        self.appbundles.with_label_values(&["True"]).set(ready);
+        self.appbundles.with_label_values(&["False"]).set(not_ready);
+        self.appbundles.with_label_values(&["Unknown"]).set(unknown);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&families, &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,307 @@
+//! Status computation: pure. From the AppBundle and what was observed of its children, the status
+//! kubundle writes back (DESIGN.md §3). kstatus (Flux, Helm 4) reads it as:
+//! `observedGeneration` behind `generation`, or `Reconciling=True` -> InProgress;
+//! `Stalled=True` -> Failed; `Ready=True` -> Current.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    AppBundle, AppBundleAddress, AppBundleStatus, FALSE, READY, RECONCILING, STALLED, TRUE,
+    UNKNOWN, condition, reason, set_condition,
+};
+use crate::render::{selector_string, service_type};
+
+/// What the reconciler found out, apart from the children themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Blocker {
+    /// An object of the AppBundle's name exists and kubundle does not control it.
+    NameConflict {
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
+    /// The API server refused kubundle's write.
+    WriteRefused { kind: &'static str, message: String },
+    /// The spec cannot be turned into children.
+    InvalidSpec { message: String },
+}
+
+/// One condition's (status, reason, message).
+type Cond = (&'static str, &'static str, String);
+
+/// The observed children; `None` where the object does not exist.
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    pub deployment: Option<&'a Deployment>,
+    pub service: Option<&'a Service>,
+}
+
+/// A summary of the rollout, used for the Ready/Reconciling conditions and their messages.
+#[derive(Clone, Debug, PartialEq)]
+enum Rollout {
+    /// The Deployment controller has not seen the newest Deployment spec yet.
+    NotObserved,
+    /// The rollout passed its progress deadline.
+    DeadlineExceeded(String),
+    /// Pods are being replaced or started.
+    InProgress(String),
+    /// Every desired pod runs the newest template and is available; no old pods are left.
+    Complete,
+}
+
+fn rollout(desired: i32, d: &Deployment) -> Rollout {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(status) = d.status.as_ref() else {
+        return Rollout::NotObserved;
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Rollout::NotObserved;
+    }
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing")
+        && c.status == FALSE
+        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    {
+        return Rollout::DeadlineExceeded(c.message.clone().unwrap_or_default());
+    }
+    let total = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated == desired && ready == desired && available == desired && total == desired {
+        Rollout::Complete
+    } else {
+        let old = (total - updated).max(0);
+        let mut msg =
+            format!("{updated} of {desired} pods updated, {ready} ready, {available} available");
+        if old > 0 {
+            msg.push_str(&format!(", {old} old pods left"));
+        }
+        Rollout::InProgress(msg)
+    }
+}
+
+/// External addresses of a Service (LoadBalancer ingress IPs or hostnames).
+fn external_addresses(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn address(bundle: &AppBundle, svc: &Service, cluster_domain: &str) -> AppBundleAddress {
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let namespace = svc.metadata.namespace.as_deref().unwrap_or_default();
+    let cluster_ip = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| ip != "None" && !ip.is_empty());
+    let url = bundle.spec.ports.first().map(|p| {
+        let port = p.service_port.unwrap_or(p.container_port);
+        let hint = p
+            .app_protocol
+            .as_deref()
+            .or(p.name.as_deref())
+            .unwrap_or_default();
+        let scheme = if hint.starts_with("https") {
+            "https"
+        } else if hint.starts_with("http") || matches!(port, 80 | 8080) {
+            "http"
+        } else {
+            "tcp"
+        };
+        format!("{scheme}://{name}.{namespace}.svc.{cluster_domain}:{port}")
+    });
+    AppBundleAddress {
+        type_: Some(service_type(bundle).to_string()),
+        cluster_ip,
+        url,
+        external: external_addresses(svc),
+    }
+}
+
+/// The status of `bundle` given what was observed. `bundle.status` supplies the previous
+/// conditions (whose transition times are kept while their status stays) and the last fully
+/// rolled-out image.
+pub fn compute(
+    bundle: &AppBundle,
+    observed: &Observed,
+    blocker: Option<&Blocker>,
+    cluster_domain: &str,
+    now: &Time,
+) -> AppBundleStatus {
+    let previous = bundle.status.clone().unwrap_or_default();
+    let generation = bundle.metadata.generation;
+    let name = bundle.metadata.name.clone().unwrap_or_default();
+    let desired = bundle.spec.replicas;
+    let mut status = AppBundleStatus {
+        observed_generation: generation,
+        conditions: previous.conditions.clone(),
+        selector: Some(selector_string(&name)),
+        image: previous.image.clone(),
+        ..AppBundleStatus::default()
+    };
+
+    if let Some(d) = observed.deployment {
+        let s = d.status.clone().unwrap_or_default();
+        status.replicas = Some(s.replicas.unwrap_or(0));
+        status.ready_replicas = Some(s.ready_replicas.unwrap_or(0));
+        status.updated_replicas = Some(s.updated_replicas.unwrap_or(0));
+        status.available_replicas = Some(s.available_replicas.unwrap_or(0));
+    }
+    status.replica_summary = Some(format!("{}/{desired}", status.ready_replicas.unwrap_or(0)));
+    if let Some(svc) = observed.service {
+        status.address = Some(address(bundle, svc, cluster_domain));
+    }
+
+    // (Ready, Reconciling, Stalled) as (status, reason, message) each.
+    let set = |status: &mut AppBundleStatus, type_: &str, value: &str, why: &str, msg: String| {
+        set_condition(
+            &mut status.conditions,
+            condition(type_, value, why, msg, generation, now),
+        );
+    };
+
+    if let Some(blocker) = blocker {
+        let (why, msg) = match blocker {
+            Blocker::NameConflict { message, .. } => (reason::NAME_CONFLICT, message.clone()),
+            Blocker::WriteRefused { kind, message } => (
+                reason::WRITE_REFUSED,
+                format!("the API server refused to apply the {kind}: {message}"),
+            ),
+            Blocker::InvalidSpec { message } => (reason::INVALID_SPEC, message.clone()),
+        };
+        set(&mut status, READY, FALSE, why, msg.clone());
+        set(
+            &mut status,
+            RECONCILING,
+            FALSE,
+            why,
+            "stalled; see the Stalled condition".into(),
+        );
+        set(&mut status, STALLED, TRUE, why, msg);
+        return status;
+    }
+
+    let (ready, reconciling, stalled): (Cond, Cond, Cond) = match (
+        observed.deployment,
+        observed.service,
+    ) {
+        (None, _) | (_, None) => (
+            (
+                UNKNOWN,
+                reason::PENDING,
+                "creating the Deployment and the Service".into(),
+            ),
+            (
+                TRUE,
+                reason::PENDING,
+                "creating the Deployment and the Service".into(),
+            ),
+            (FALSE, reason::DONE, String::new()),
+        ),
+        (Some(d), Some(svc)) => match rollout(desired, d) {
+            Rollout::NotObserved
+                if d.status
+                    .as_ref()
+                    .and_then(|s| s.observed_generation)
+                    .is_none() =>
+            {
+                (
+                    (
+                        UNKNOWN,
+                        reason::PENDING,
+                        "waiting for the Deployment controller".into(),
+                    ),
+                    (
+                        TRUE,
+                        reason::DEPLOYMENT_PENDING,
+                        "waiting for the Deployment controller".into(),
+                    ),
+                    (FALSE, reason::DONE, String::new()),
+                )
+            }
+            Rollout::NotObserved => (
+                (
+                    FALSE,
+                    reason::DEPLOYMENT_PENDING,
+                    "the Deployment controller has not seen the newest spec yet".into(),
+                ),
+                (
+                    TRUE,
+                    reason::DEPLOYMENT_PENDING,
+                    "the Deployment controller has not seen the newest spec yet".into(),
+                ),
+                (FALSE, reason::DONE, String::new()),
+            ),
+            Rollout::DeadlineExceeded(msg) => {
+                let msg = format!("the rollout made no progress within its deadline: {msg}");
+                (
+                    (FALSE, reason::PROGRESS_DEADLINE_EXCEEDED, msg.clone()),
+                    (
+                        FALSE,
+                        reason::PROGRESS_DEADLINE_EXCEEDED,
+                        "stalled; see the Stalled condition".into(),
+                    ),
+                    (TRUE, reason::PROGRESS_DEADLINE_EXCEEDED, msg),
+                )
+            }
+            Rollout::InProgress(msg) => (
+                (FALSE, reason::ROLLING_OUT, msg.clone()),
+                (TRUE, reason::ROLLING_OUT, msg),
+                (FALSE, reason::DONE, String::new()),
+            ),
+            Rollout::Complete => {
+                status.image = Some(bundle.spec.image.clone());
+                let external = external_addresses(svc);
+                if service_type(bundle) == "LoadBalancer" && external.is_empty() {
+                    let msg = "all pods are available; waiting for the load balancer to get an external address".to_string();
+                    (
+                        (FALSE, reason::WAITING_FOR_ADDRESS, msg.clone()),
+                        (TRUE, reason::WAITING_FOR_ADDRESS, msg),
+                        (FALSE, reason::DONE, String::new()),
+                    )
+                } else {
+                    (
+                        (
+                            TRUE,
+                            reason::AVAILABLE,
+                            format!(
+                                "{desired} of {desired} pods run {} and are available",
+                                bundle.spec.image
+                            ),
+                        ),
+                        (FALSE, reason::DONE, String::new()),
+                        (FALSE, reason::DONE, String::new()),
+                    )
+                }
+            }
+        },
+    };
+    set(&mut status, READY, ready.0, ready.1, ready.2);
+    set(
+        &mut status,
+        RECONCILING,
+        reconciling.0,
+        reconciling.1,
+        reconciling.2,
+    );
+    set(&mut status, STALLED, stalled.0, stalled.1, stalled.2);
+    status
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+use super::*;
+use crate::api::find_condition;
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use serde_json::json;
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap())
+}
+
+fn bundle(replicas: i32, service_type: &str) -> AppBundle {
+    serde_json::from_value(json!({
+        "apiVersion": "kubundle.dev/v1alpha1", "kind": "AppBundle",
+        "metadata": {"name": "frontend", "namespace": "guestbook", "uid": "u1", "generation": 2},
+        "spec": {"image": "gb-frontend:v5", "replicas": replicas,
+                 "ports": [{"name": "http", "containerPort": 80}],
+                 "service": {"type": service_type}},
+    }))
+    .unwrap()
+}
+
+fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+    let mut d: Deployment =
+        serde_json::from_value(json!({"metadata": {"name": "frontend", "generation": generation}}))
+            .unwrap();
+    d.status = Some(serde_json::from_value::<DeploymentStatus>(status).unwrap());
+    d
+}
+
+fn rolled_out(n: i32) -> Deployment {
+    deployment(
+        1,
+        json!({"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n}),
+    )
+}
+
+fn service(ingress_ip: Option<&str>) -> Service {
+    let mut v = json!({"metadata": {"name": "frontend", "namespace": "guestbook"}, "spec": {"clusterIP": "10.96.0.10"}});
+    if let Some(ip) = ingress_ip {
+        v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn cond<'a>(s: &'a AppBundleStatus, t: &str) -> (&'a str, &'a str) {
+    let c = find_condition(&s.conditions, t).unwrap_or_else(|| panic!("no {t} condition"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[test]
+fn first_sight_is_unknown_and_reconciling() {
+    let b = bundle(3, "ClusterIP");
+    let s = compute(&b, &Observed::default(), None, "cluster.local", &now());
+    assert_eq!(cond(&s, READY), (UNKNOWN, reason::PENDING));
+    assert_eq!(cond(&s, RECONCILING).0, TRUE);
+    assert_eq!(cond(&s, STALLED).0, FALSE);
+    assert_eq!(s.observed_generation, Some(2));
+}
+
+#[test]
+fn ready_when_fully_rolled_out() {
+    let b = bundle(3, "ClusterIP");
+    let (d, svc) = (rolled_out(3), service(None));
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (TRUE, reason::AVAILABLE));
+    assert_eq!(cond(&s, RECONCILING).0, FALSE);
+    assert_eq!(cond(&s, STALLED).0, FALSE);
+    assert_eq!(s.image.as_deref(), Some("gb-frontend:v5"));
+    assert_eq!(s.replica_summary.as_deref(), Some("3/3"));
+    let addr = s.address.unwrap();
+    assert_eq!(
+        addr.url.as_deref(),
+        Some("http://frontend.guestbook.svc.cluster.local:80")
+    );
+    assert_eq!(addr.cluster_ip.as_deref(), Some("10.96.0.10"));
+    assert_eq!(
+        s.selector.as_deref(),
+        Some(crate::render::selector_string("frontend").as_str())
+    );
+}
+
+#[test]
+fn old_pods_left_keep_it_reconciling() {
+    let b = bundle(3, "ClusterIP");
+    let d = deployment(
+        2,
+        json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}),
+    );
+    let svc = service(None);
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (FALSE, reason::ROLLING_OUT));
+    assert_eq!(cond(&s, RECONCILING), (TRUE, reason::ROLLING_OUT));
+    assert!(
+        find_condition(&s.conditions, READY)
+            .unwrap()
+            .message
+            .contains("1 old pods left")
+    );
+    // the image is not reported as rolled out until the rollout completes
+    assert_eq!(s.image, None);
+}
+
+#[test]
+fn unobserved_deployment_generation_is_not_ready() {
+    let b = bundle(3, "ClusterIP");
+    let d = deployment(
+        3,
+        json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}),
+    );
+    let svc = service(None);
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (FALSE, reason::DEPLOYMENT_PENDING));
+}
+
+#[test]
+fn load_balancer_waits_for_an_address() {
+    let b = bundle(1, "LoadBalancer");
+    let d = rolled_out(1);
+    let pending = service(None);
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&pending),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (FALSE, reason::WAITING_FOR_ADDRESS));
+    assert_eq!(cond(&s, RECONCILING).0, TRUE);
+    let with_ip = service(Some("203.0.113.7"));
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&with_ip),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (TRUE, reason::AVAILABLE));
+    assert_eq!(s.address.unwrap().external, vec!["203.0.113.7".to_string()]);
+}
+
+#[test]
+fn progress_deadline_exceeded_is_stalled() {
+    let b = bundle(1, "ClusterIP");
+    let d = deployment(
+        1,
+        json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+        "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                        "message": "ReplicaSet \"frontend-abc\" has timed out progressing."}]}),
+    );
+    let svc = service(None);
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(
+        cond(&s, STALLED),
+        (TRUE, reason::PROGRESS_DEADLINE_EXCEEDED)
+    );
+    assert_eq!(cond(&s, READY).0, FALSE);
+    // kstatus reads Reconciling=True before Stalled: it must be False for "Failed" to show
+    assert_eq!(cond(&s, RECONCILING).0, FALSE);
+}
+
+#[test]
+fn name_conflict_is_stalled_with_the_message() {
+    let b = bundle(1, "ClusterIP");
+    let blocker = Blocker::NameConflict {
+        kind: "Deployment",
+        name: "frontend".into(),
+        message: "Deployment guestbook/frontend already exists".into(),
+    };
+    let s = compute(
+        &b,
+        &Observed::default(),
+        Some(&blocker),
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, STALLED), (TRUE, reason::NAME_CONFLICT));
+    assert!(
+        find_condition(&s.conditions, STALLED)
+            .unwrap()
+            .message
+            .contains("guestbook/frontend")
+    );
+    assert_eq!(cond(&s, READY).0, FALSE);
+    assert_eq!(cond(&s, RECONCILING).0, FALSE);
+}
+
+#[test]
+fn recomputing_the_same_facts_changes_nothing() {
+    let mut b = bundle(3, "ClusterIP");
+    let (d, svc) = (rolled_out(3), service(None));
+    let observed = Observed {
+        deployment: Some(&d),
+        service: Some(&svc),
+    };
+    let first = compute(&b, &observed, None, "cluster.local", &now());
+    b.status = Some(first.clone());
+    let later = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
+    assert_eq!(
+        compute(&b, &observed, None, "cluster.local", &later),
+        first,
+        "a no-op reconcile must not produce a status write"
+    );
+}
