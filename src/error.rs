@@ -18,6 +18,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value [`Error::label`] returns.
+    pub const LABELS: [&'static str; 7] = [
+        "conflict",
+        "throttled",
+        "api_server_error",
+        "api_rejected",
+        "api_unreachable",
+        "serialize",
+        "event",
+    ];
+
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, ValueEnum};
 use kube::Client;
@@ -105,18 +104,7 @@ async fn main() -> ExitCode {
         cluster_domain: args.cluster_domain.clone(),
     };
     let ctx = Arc::new(Context::new(client, recorder, metrics.clone(), settings));
-    let (run, store) = controller(ctx);
-
-    let ready = Arc::new(AtomicBool::new(false));
-    {
-        let (store, ready) = (store.clone(), ready.clone());
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::Relaxed);
-                info!("AppBundle cache synced; reconciling");
-            }
-        });
-    }
+    let (run, handles) = controller(ctx);
     let listener = match tokio::net::TcpListener::bind(args.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -128,8 +116,8 @@ async fn main() -> ExitCode {
           namespace = args.namespace.as_deref().unwrap_or("(all)"), "kubundle starting");
     let app = router(HttpState {
         metrics,
-        store,
-        ready,
+        store: handles.store,
+        ready: handles.synced,
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 

@@ -81,6 +81,21 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .unwrap();
+        // Every series is exported from the start (at 0), so rates and alerts work before the first event.
+        for result in ["success", "error"] {
+            reconciles.with_label_values(&[result]).reset();
+        }
+        for reason in crate::error::Error::LABELS {
+            errors.with_label_values(&[reason]).reset();
+        }
+        for (kind, verb) in [
+            ("Deployment", "apply"),
+            ("Service", "apply"),
+            ("AppBundle", "apply_status"),
+            ("Event", "publish"),
+        ] {
+            writes.with_label_values(&[kind, verb]).reset();
+        }
         Metrics {
             registry,
             reconciles,

@@ -2,13 +2,16 @@
 # The test command: everything, on a real local control plane.
 #   1. static checks: rustfmt, clippy (warnings are errors), generated CRD not drifted
 #   2. brings the local cluster up (deploy/local/cluster.sh; builds the components on first use)
-#   3. cargo test: unit tests and the end-to-end tests in tests/ against that cluster
-#   4. brings the cluster down, whether the tests passed or not
+#   3. installs the CRD and starts the operator against the cluster, as a deployment would
+#   4. cargo test: unit tests and the end-to-end tests in tests/ (tests/isolated.rs, which needs the
+#      cluster to itself, runs last and alone)
+#   5. stops the operator and brings the cluster down, whether the tests passed or not
 # Set KUBUNDLE_KEEP_CLUSTER=1 to leave the cluster running afterwards (to poke at it).
-# Extra arguments go to `cargo test` (e.g. `tests/run.sh --test cluster`).
+# Extra arguments go to the main `cargo test` run (e.g. `tests/run.sh --test operator`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cluster=deploy/local/cluster.sh
+target_dir=${CARGO_TARGET_DIR:-target}
 start=$SECONDS
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -17,18 +20,45 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings denied)"
 cargo clippy --locked --all-targets -- -D warnings
-
 step "generated files are up to date (crds/ from src/api)"
 cargo run --locked --quiet --bin crdgen -- --check
+step "build"
+cargo build --locked --bins --tests
+
+operator_pid=
+cleanup() {
+  if [ -n "$operator_pid" ]; then
+    kill -TERM "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
+  fi
+  if [ "${KUBUNDLE_KEEP_CLUSTER:-0}" != 1 ]; then
+    $cluster down
+  fi
+}
+trap cleanup EXIT
 
 step "local control plane up"
-if [ "${KUBUNDLE_KEEP_CLUSTER:-0}" != 1 ]; then
-  trap '$cluster down' EXIT
-fi
 $cluster up
 eval "$($cluster env)"
 
+step "install the CRD, start the operator"
+kubectl apply --server-side -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=60s >/dev/null
+log_dir=$(dirname "$KUBECONFIG")/logs
+port=$((40000 + RANDOM % 10000))
+export KUBUNDLE_METRICS_URL="http://127.0.0.1:$port"
+"$target_dir/debug/kubundle" --listen-address "127.0.0.1:$port" --log-format json >"$log_dir/kubundle.log" 2>&1 &
+operator_pid=$!
+for _ in $(seq 100); do
+  curl -sf "$KUBUNDLE_METRICS_URL/readyz" >/dev/null && break
+  kill -0 "$operator_pid" 2>/dev/null || { cat "$log_dir/kubundle.log"; echo "the operator exited" >&2; exit 1; }
+  sleep 0.2
+done
+curl -sf "$KUBUNDLE_METRICS_URL/readyz" >/dev/null || { echo "the operator did not become ready" >&2; exit 1; }
+echo "operator pid $operator_pid at $KUBUNDLE_METRICS_URL, log $log_dir/kubundle.log"
+
 step "cargo test (unit and end-to-end)"
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets "$@" -- --skip isolated::
+step "cargo test --test isolated (needs the cluster to itself: exact counts, steady state)"
+cargo test --locked --test isolated -- --test-threads=1
 
 step "all tests passed in $((SECONDS - start))s"

@@ -12,6 +12,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,8 @@ use kube::core::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -111,9 +113,16 @@ pub async fn check_crd(
     }
 }
 
-/// Builds the controller; `run` drives it until SIGTERM/SIGINT. Returns the controller's cache of
-/// AppBundles too (for the metrics and readiness endpoints).
-pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Store<DynamicObject>) {
+/// The running controller's handles for the HTTP endpoints.
+pub struct Handles {
+    /// The controller's cache of AppBundles.
+    pub store: Store<DynamicObject>,
+    /// Set once the first list of AppBundles is in the cache.
+    pub synced: Arc<AtomicBool>,
+}
+
+/// Builds the controller; the future drives it until SIGTERM/SIGINT.
+pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Handles) {
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.clone();
     let ar = appbundle_resource();
@@ -134,12 +143,27 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Stor
     )
     .touched_objects();
 
-    let controller = Controller::new_with(bundles, watcher::Config::default(), ar)
+    // The AppBundle reflector is ours rather than the Controller's, so that readiness can be read
+    // off its InitDone event: the store's own wait_until_ready wakes only one waiter (the
+    // Controller), so a second waiter would never be woken.
+    let writer = Writer::new(ar.clone());
+    let store = writer.as_reader();
+    let synced = Arc::new(AtomicBool::new(false));
+    let flag = synced.clone();
+    let main = reflector(writer, watcher(bundles, watcher::Config::default()))
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed)
+            {
+                info!("AppBundle cache synced; reconciling");
+            }
+        })
+        .applied_objects();
+
+    let controller = Controller::for_stream_with(main, store.clone(), ar)
         .owns_stream_with(deployments, ())
         .owns_stream_with(services, ())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .shutdown_on_signal();
-    let store = controller.store();
     let run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -147,7 +171,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Stor
                 debug!(error = %e, "reconcile failed");
             }
         });
-    (run, store)
+    (run, Handles { store, synced })
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -275,16 +299,19 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     for (kind, change) in [("Deployment", d.change), ("Service", s.change)] {
         let (reason, note) = match change {
             Change::None => continue,
-            Change::Created => ("Created", format!("Created {kind} {}", bundle.name_any())),
+            Change::Created => (
+                format!("{kind}Created"),
+                format!("Created {kind} {}", bundle.name_any()),
+            ),
             Change::Updated => (
-                "Updated",
+                format!("{kind}Updated"),
                 format!(
                     "Applied {kind} {}: it differed from the AppBundle",
                     bundle.name_any()
                 ),
             ),
         };
-        publish(ctx, &reference, EventType::Normal, reason, note).await?;
+        publish(ctx, &reference, EventType::Normal, &reason, note).await?;
     }
 
     let blocker = d.blocker.or(s.blocker);

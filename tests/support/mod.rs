@@ -125,3 +125,112 @@ pub fn pinned_version(key: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// Runs `kubectl` with `input` on stdin (e.g. `apply -f -`); returns the output, success or not.
+pub fn kubectl_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Applies YAML with `kubectl apply -n NAMESPACE -f -`, which must succeed.
+pub fn apply_yaml(namespace: &str, yaml: &str) {
+    let out = kubectl_stdin(&["apply", "-n", namespace, "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The condition `type_` of an AppBundle's status as (status, reason, message), if present.
+pub fn condition_of(
+    bundle: &kubundle::api::AppBundle,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let status = bundle.status.as_ref()?;
+    kubundle::api::find_condition(&status.conditions, type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the AppBundle satisfies `check` (given the object), returning it.
+pub async fn wait_bundle<F>(
+    api: &Api<kubundle::api::AppBundle>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: F,
+) -> kubundle::api::AppBundle
+where
+    F: Fn(&kubundle::api::AppBundle) -> bool,
+{
+    eventually(timeout, what, || async {
+        let b = api.get(name).await.map_err(|e| e.to_string())?;
+        if check(&b) {
+            Ok(b)
+        } else {
+            Err(format!(
+                "status: {}",
+                serde_json::to_string(&b.status).unwrap()
+            ))
+        }
+    })
+    .await
+}
+
+/// Ready=True for the newest generation.
+pub fn is_ready(b: &kubundle::api::AppBundle) -> bool {
+    let current = b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation;
+    current && condition_of(b, "Ready").is_some_and(|c| c.0 == "True")
+}
+
+/// The operator's metrics endpoint (started by tests/run.sh), from `KUBUNDLE_METRICS_URL`.
+pub fn metrics_url() -> String {
+    std::env::var("KUBUNDLE_METRICS_URL").unwrap_or_else(|_| {
+        panic!("KUBUNDLE_METRICS_URL is not set: these tests need the operator running; use tests/run.sh")
+    })
+}
+
+/// Fetches a Prometheus text exposition over plain HTTP (no client library needed for loopback).
+pub async fn scrape(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
+    body.to_string()
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed, or a bare name) in an exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+}

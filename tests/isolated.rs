@@ -1,0 +1,189 @@
+//! End-to-end tests that need the cluster to themselves: exact metric values and the steady state.
+//! tests/run.sh runs them after the other tests, one at a time (`--test-threads=1`).
+
+mod support;
+
+mod isolated {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{DeleteParams, ListParams};
+    use kube::{Api, Client};
+    use kubundle::api::AppBundle;
+
+    use crate::support::*;
+
+    /// Waits until no namespace created by a test is left (their AppBundles are gone with them).
+    async fn wait_for_test_namespaces_to_go(client: &Client) {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        eventually(
+            Duration::from_secs(120),
+            "test namespaces to be deleted",
+            || async {
+                let left = namespaces
+                    .list(&ListParams::default().labels("kubundle.dev/test"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let terminating: Vec<_> = left
+                    .items
+                    .iter()
+                    .filter(|n| n.metadata.deletion_timestamp.is_some())
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect();
+                if terminating.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{terminating:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    fn writes(metrics: &str) -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("kubundle_api_writes_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// Write requests (create, update, patch, apply, delete) the API server has served for the
+    /// kinds kubundle writes, from its `apiserver_request_total`.
+    fn apiserver_writes() -> f64 {
+        let text = run_ok(kubectl(&["get", "--raw", "/metrics"]));
+        text.lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+            .filter(|l| {
+                ["deployments", "services", "appbundles", "events"]
+                    .iter()
+                    .any(|r| l.contains(&format!("resource=\"{r}\"")))
+                    && ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
+                        .iter()
+                        .any(|v| l.contains(&format!("verb=\"{v}\"")))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// 11. /metrics exposes the metric families of DESIGN.md §4, with values that match what
+    /// this test did: one AppBundle = one Deployment apply + one Service apply, no error, and the
+    /// Ready gauge equal to the AppBundles the API server reports Ready.
+    #[tokio::test]
+    async fn metrics_match_what_happened() {
+        let client = client().await;
+        wait_for_test_namespaces_to_go(&client).await;
+        let url = format!("{}/metrics", metrics_url());
+        let before = scrape(&url).await;
+        for family in [
+            "# TYPE kubundle_reconcile_total counter",
+            "# TYPE kubundle_reconcile_duration_seconds histogram",
+            "# TYPE kubundle_reconcile_errors_total counter",
+            "# TYPE kubundle_api_writes_total counter",
+            "# TYPE kubundle_appbundles gauge",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_cpu_seconds_total counter",
+        ] {
+            assert!(before.contains(family), "/metrics lacks {family:?}");
+        }
+        let value = |text: &str, series: &str| {
+            sample(text, series).unwrap_or_else(|| panic!("no sample {series}"))
+        };
+
+        let ns = create_namespace(&client, "metrics").await;
+        apply_yaml(
+            &ns,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: counted}\nspec: {image: nginx, replicas: 2, ports: [{containerPort: 80}]}\n",
+        );
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        wait_bundle(
+            &api,
+            "counted",
+            Duration::from_secs(30),
+            "counted Ready",
+            is_ready,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = scrape(&url).await;
+
+        let delta = |series: &str| value(&after, series) - value(&before, series);
+        assert_eq!(
+            delta(r#"kubundle_api_writes_total{kind="Deployment",verb="apply"}"#),
+            1.0
+        );
+        assert_eq!(
+            delta(r#"kubundle_api_writes_total{kind="Service",verb="apply"}"#),
+            1.0
+        );
+        assert!(delta(r#"kubundle_api_writes_total{kind="AppBundle",verb="apply_status"}"#) >= 1.0);
+        assert!(delta(r#"kubundle_reconcile_total{result="success"}"#) >= 1.0);
+        assert_eq!(delta(r#"kubundle_reconcile_total{result="error"}"#), 0.0);
+        assert!(delta("kubundle_reconcile_duration_seconds_count") >= 1.0);
+
+        let all: Api<AppBundle> = Api::all(client.clone());
+        let ready = all
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|b| is_ready(b))
+            .count();
+        assert!(ready >= 1);
+        assert_eq!(
+            value(&after, r#"kubundle_appbundles{ready="True"}"#),
+            ready as f64
+        );
+        assert!(value(&after, "process_resident_memory_bytes") > 0.0);
+
+        api.delete("counted", &DeleteParams::default())
+            .await
+            .unwrap();
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// 10. Steady state: once everything has converged, kubundle sends no write for 30 s: by its
+    /// own write counter, and by the API server's count of writes to the kinds kubundle writes.
+    #[tokio::test]
+    async fn steady_state_makes_no_writes() {
+        let client = client().await;
+        let ns = create_namespace(&client, "steady").await;
+        let yaml =
+            std::fs::read_to_string(repo_root().join("deploy/examples/guestbook.yaml")).unwrap();
+        // No load balancer here: a ClusterIP frontend converges on its own.
+        apply_yaml(&ns, &yaml.replace("type: LoadBalancer", "type: ClusterIP"));
+        run_ok(kubectl(&[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "appbundle",
+            "--all",
+            "--timeout=60s",
+        ]));
+        wait_for_test_namespaces_to_go(&client).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let url = format!("{}/metrics", metrics_url());
+        let (ours_before, server_before) = (writes(&scrape(&url).await), apiserver_writes());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let (ours_after, server_after) = (writes(&scrape(&url).await), apiserver_writes());
+        eprintln!(
+            "writes in 30 s: kubundle counter {}, API server {}",
+            ours_after - ours_before,
+            server_after - server_before
+        );
+        assert_eq!(
+            ours_after - ours_before,
+            0.0,
+            "kubundle wrote during the steady state"
+        );
+        assert_eq!(
+            server_after - server_before,
+            0.0,
+            "the API server served writes during the steady state"
+        );
+        delete_namespace(&client, &ns).await;
+    }
+}

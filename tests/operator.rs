@@ -1,0 +1,585 @@
+//! End-to-end tests of the operator on the local control plane (tests/run.sh starts both). Each
+//! test works in its own namespace.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use kubundle::api::AppBundle;
+use support::*;
+
+const SECONDS_30: Duration = Duration::from_secs(30);
+
+fn bundles(client: &Client, ns: &str) -> Api<AppBundle> {
+    Api::namespaced(client.clone(), ns)
+}
+
+/// What a cloud controller does for a LoadBalancer Service: give it an address.
+async fn give_load_balancer_address(client: &Client, ns: &str, name: &str, ip: &str) {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually(SECONDS_30, "the Service to exist", || async {
+        services.get(name).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+    services
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+fn simple_bundle(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {name}}}\n\
+         spec:\n  image: nginx:1.27\n  ports: [{{name: http, containerPort: 80}}]\n{extra}"
+    )
+}
+
+/// 1. The guestbook: three Deployments and three Services as declared, all three Ready.
+#[tokio::test]
+async fn guestbook_runs_and_becomes_ready() {
+    let client = client().await;
+    let ns = create_namespace(&client, "guestbook").await;
+    let yaml = std::fs::read_to_string(repo_root().join("deploy/examples/guestbook.yaml")).unwrap();
+    apply_yaml(&ns, &yaml);
+    give_load_balancer_address(&client, &ns, "frontend", "203.0.113.10").await;
+    run_ok(kubectl(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Ready",
+        "appbundle",
+        "--all",
+        "--timeout=60s",
+    ]));
+
+    let api = bundles(&client, &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for (name, replicas, port, svc_type) in [
+        ("redis-leader", 1, 6379, "ClusterIP"),
+        ("redis-follower", 2, 6379, "ClusterIP"),
+        ("frontend", 3, 80, "LoadBalancer"),
+    ] {
+        let b = api.get(name).await.unwrap();
+        assert!(is_ready(&b), "{name}: {:?}", b.status);
+        let uid = b.uid().unwrap();
+        let status = b.status.clone().unwrap();
+        assert_eq!(status.ready_replicas, Some(replicas), "{name}");
+        assert_eq!(status.image.as_deref(), Some(b.spec.image.as_str()));
+
+        let d = deployments.get(name).await.unwrap();
+        let s = services.get(name).await.unwrap();
+        for (kind, owners) in [
+            ("Deployment", d.owner_references()),
+            ("Service", s.owner_references()),
+        ] {
+            assert_eq!(owners.len(), 1, "{kind} {name}");
+            assert_eq!(
+                (owners[0].kind.as_str(), owners[0].uid.as_str()),
+                ("AppBundle", uid.as_str())
+            );
+            assert_eq!(owners[0].controller, Some(true));
+        }
+        let labels = d.labels();
+        assert_eq!(labels["app.kubernetes.io/name"], name);
+        assert_eq!(labels["app.kubernetes.io/instance"], name);
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "kubundle");
+        // GitOps tracking labels of the AppBundle are not copied onto children
+        assert!(!labels.contains_key("app.kubernetes.io/part-of"));
+
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(replicas));
+        let selector = spec.selector.match_labels.unwrap();
+        let container = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(container.image.as_deref(), Some(b.spec.image.as_str()));
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, port);
+        let requests = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+            ("100m", "100Mi")
+        );
+        if name == "frontend" {
+            let env = container.env.clone().unwrap();
+            assert_eq!(
+                (env[0].name.as_str(), env[0].value.as_deref()),
+                ("GET_HOSTS_FROM", Some("dns"))
+            );
+        }
+
+        let svc = s.spec.unwrap();
+        assert_eq!(svc.type_.as_deref(), Some(svc_type));
+        assert_eq!(svc.selector.unwrap(), selector);
+        assert_eq!(svc.ports.unwrap()[0].port, port);
+    }
+    delete_namespace(&client, &ns).await;
+}
+
+/// 2. An image change rolls out: Reconciling=True while it does, then Ready=True with the new image.
+#[tokio::test]
+async fn image_change_rolls_out() {
+    let client = client().await;
+    let ns = create_namespace(&client, "image").await;
+    apply_yaml(&ns, &simple_bundle("web", "  replicas: 3\n"));
+    let api = bundles(&client, &ns);
+    wait_bundle(&api, "web", SECONDS_30, "web Ready", is_ready).await;
+
+    // Record every status the AppBundle goes through from here on.
+    let watch_api = api.clone();
+    let seen = tokio::spawn(async move {
+        watcher(
+            watch_api,
+            watcher::Config::default().fields("metadata.name=web"),
+        )
+        .applied_objects()
+        .take_while(|b| {
+            futures::future::ready(
+                !matches!(b, Ok(b) if is_ready(b) && b.spec.image == "nginx:1.28"),
+            )
+        })
+        .try_collect::<Vec<_>>()
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let patch = serde_json::json!({"spec": {"image": "nginx:1.28"}});
+    api.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let b = wait_bundle(&api, "web", SECONDS_30, "web Ready on the new image", |b| {
+        is_ready(b) && b.status.as_ref().unwrap().image.as_deref() == Some("nginx:1.28")
+    })
+    .await;
+    let history = tokio::time::timeout(SECONDS_30, seen)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let new_generation = b.metadata.generation;
+    assert!(
+        history
+            .iter()
+            .any(
+                |h| h.status.as_ref().and_then(|s| s.observed_generation) == new_generation
+                    && condition_of(h, "Reconciling").is_some_and(|c| c.0 == "True")
+            ),
+        "Reconciling=True was never reported during the rollout: {:?}",
+        history.iter().map(|h| h.status.clone()).collect::<Vec<_>>()
+    );
+    let d: Deployment = Api::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("nginx:1.28")
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// 3. `kubectl scale appbundle` scales the Deployment; the status follows.
+#[tokio::test]
+async fn kubectl_scale_scales_the_deployment() {
+    let client = client().await;
+    let ns = create_namespace(&client, "scale").await;
+    apply_yaml(&ns, &simple_bundle("frontend", "  replicas: 3\n"));
+    let api = bundles(&client, &ns);
+    wait_bundle(&api, "frontend", SECONDS_30, "frontend Ready", is_ready).await;
+    run_ok(kubectl(&[
+        "scale",
+        "appbundle",
+        "frontend",
+        "--replicas=5",
+        "-n",
+        &ns,
+    ]));
+    let b = wait_bundle(&api, "frontend", SECONDS_30, "5 ready replicas", |b| {
+        is_ready(b) && b.status.as_ref().unwrap().ready_replicas == Some(5)
+    })
+    .await;
+    assert_eq!(b.spec.replicas, 5);
+    assert_eq!(b.status.unwrap().replica_summary.as_deref(), Some("5/5"));
+    let d: Deployment = Api::namespaced(client.clone(), &ns)
+        .get("frontend")
+        .await
+        .unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(5));
+    // The scale subresource reports the selector, for HPAs.
+    let scale = run_ok(kubectl(&[
+        "get",
+        "--raw",
+        &format!("/apis/kubundle.dev/v1alpha1/namespaces/{ns}/appbundles/frontend/scale"),
+    ]));
+    let scale: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(scale["status"]["replicas"], 5);
+    assert!(
+        scale["status"]["selector"]
+            .as_str()
+            .unwrap()
+            .contains("app.kubernetes.io/instance=frontend")
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// 4. Drift: a deleted Service comes back within 10 s, a hand-edited image is restored, a label
+/// someone else added stays.
+#[tokio::test]
+async fn drift_is_undone_and_foreign_fields_are_left_alone() {
+    let client = client().await;
+    let ns = create_namespace(&client, "drift").await;
+    apply_yaml(&ns, &simple_bundle("web", ""));
+    let api = bundles(&client, &ns);
+    wait_bundle(&api, "web", SECONDS_30, "web Ready", is_ready).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    let old_uid = services.get("web").await.unwrap().uid().unwrap();
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the deleted Service to be recreated",
+        || async {
+            match services.get_opt("web").await.map_err(|e| e.to_string())? {
+                Some(s) if s.uid().unwrap() != old_uid => Ok(()),
+                other => Err(format!("{:?}", other.map(|s| s.uid()))),
+            }
+        },
+    )
+    .await;
+    eprintln!("Service recreated {:?} after deletion", start.elapsed());
+
+    run_ok(kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=nginx:hacked",
+        "-n",
+        &ns,
+    ]));
+    run_ok(kubectl(&[
+        "label",
+        "deployment/web",
+        "team=payments",
+        "-n",
+        &ns,
+    ]));
+    eventually(
+        Duration::from_secs(10),
+        "the hand-edited image to be restored",
+        || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap();
+            if image == "nginx:1.27" {
+                Ok(())
+            } else {
+                Err(image)
+            }
+        },
+    )
+    .await;
+    // The label someone else added is not kubundle's: it stays, and does not cause writes.
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.labels().get("team").map(String::as_str), Some("payments"));
+    let rv = d.resource_version();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        deployments.get("web").await.unwrap().resource_version(),
+        rv,
+        "the Deployment kept changing"
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// 5. Deleting the AppBundle garbage-collects its Deployment and Service.
+#[tokio::test]
+async fn deleting_the_bundle_collects_its_children() {
+    let client = client().await;
+    let ns = create_namespace(&client, "gc").await;
+    apply_yaml(&ns, &simple_bundle("web", ""));
+    let api = bundles(&client, &ns);
+    wait_bundle(&api, "web", SECONDS_30, "web Ready", is_ready).await;
+    api.delete("web", &DeleteParams::default()).await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        SECONDS_30,
+        "the Deployment and Service to be garbage-collected",
+        || async {
+            let d = deployments
+                .get_opt("web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = services.get_opt("web").await.map_err(|e| e.to_string())?;
+            if d.is_none() && s.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "deployment {}, service {}",
+                    d.is_some(),
+                    s.is_some()
+                ))
+            }
+        },
+    )
+    .await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// 6. A Deployment of the same name that kubundle does not own is left untouched; the AppBundle is
+/// Stalled with a reason naming it, and there is a Warning Event.
+#[tokio::test]
+async fn an_unowned_deployment_is_not_taken_over() {
+    let client = client().await;
+    let ns = create_namespace(&client, "conflict").await;
+    run_ok(kubectl(&[
+        "create",
+        "deployment",
+        "taken",
+        "--image=busybox",
+        "-n",
+        &ns,
+    ]));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let before = deployments.get("taken").await.unwrap();
+    // Let the Deployment controller finish its own status updates before comparing versions.
+    eventually(SECONDS_30, "the foreign Deployment to settle", || async {
+        let d = deployments.get("taken").await.map_err(|e| e.to_string())?;
+        if d.status.and_then(|s| s.available_replicas) == Some(1) {
+            Ok(())
+        } else {
+            Err("not available".into())
+        }
+    })
+    .await;
+    let before_rv = deployments.get("taken").await.unwrap().resource_version();
+
+    apply_yaml(&ns, &simple_bundle("taken", ""));
+    let api = bundles(&client, &ns);
+    let b = wait_bundle(&api, "taken", SECONDS_30, "Stalled=True", |b| {
+        condition_of(b, "Stalled").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (_, reason, message) = condition_of(&b, "Stalled").unwrap();
+    assert_eq!(reason, "NameConflict");
+    assert!(
+        message.contains(&format!("Deployment {ns}/taken")),
+        "{message}"
+    );
+    assert_eq!(condition_of(&b, "Ready").unwrap().0, "False");
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let warning = eventually(SECONDS_30, "a Warning Event on the AppBundle", || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("taken")
+            })
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(warning.reason.as_deref(), Some("NameConflict"));
+
+    let after = deployments.get("taken").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before_rv,
+        "the foreign Deployment was modified"
+    );
+    assert_eq!(after.spec, before.spec);
+    assert!(after.owner_references().is_empty());
+    assert!(
+        after
+            .managed_fields()
+            .iter()
+            .all(|m| m.manager.as_deref() != Some("kubundle"))
+    );
+    // and no Service was created for it either
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        services.get_opt("taken").await.unwrap().is_none()
+            || services
+                .get("taken")
+                .await
+                .unwrap()
+                .owner_references()
+                .iter()
+                .all(|o| o.uid == b.uid().unwrap())
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// 7. Invalid AppBundles are refused by `kubectl apply` with a message naming the field; nothing is created.
+#[tokio::test]
+async fn invalid_bundles_are_refused_at_apply_time() {
+    let client = client().await;
+    let ns = create_namespace(&client, "invalid").await;
+    let long_name = format!("a{}", "b".repeat(63));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("no image", "spec: {ports: [{containerPort: 80}]}".into(), "spec.image"),
+        ("port 0", "spec: {image: nginx, ports: [{containerPort: 0}]}".into(), "spec.ports[0].containerPort"),
+        ("port 70000", "spec: {image: nginx, ports: [{containerPort: 70000}]}".into(), "spec.ports[0].containerPort"),
+        ("duplicate port names", "spec: {image: nginx, ports: [{name: http, containerPort: 80}, {name: http, containerPort: 81}]}".into(), "spec.ports[].name"),
+        ("duplicate port numbers", "spec: {image: nginx, ports: [{name: a, containerPort: 80}, {name: b, containerPort: 80}]}".into(), "spec.ports[].containerPort"),
+        ("nodePort with ClusterIP", "spec: {image: nginx, ports: [{containerPort: 80, nodePort: 30080}]}".into(), "spec.ports[].nodePort"),
+        ("negative replicas", "spec: {image: nginx, replicas: -1, ports: [{containerPort: 80}]}".into(), "spec.replicas"),
+        ("unknown protocol", "spec: {image: nginx, ports: [{containerPort: 80, protocol: HTTP}]}".into(), "spec.ports[0].protocol"),
+        ("unknown service type", "spec: {image: nginx, ports: [{containerPort: 80}], service: {type: External}}".into(), "spec.service.type"),
+        ("no ports", "spec: {image: nginx}".into(), "spec.ports"),
+        ("invalid port name", "spec: {image: nginx, ports: [{name: Http_1, containerPort: 80}]}".into(), "spec.ports[0].name"),
+        ("name too long for the Service", format!("metadata: {{name: {long_name}}}\nspec: {{image: nginx, ports: [{{containerPort: 80}}]}}"), "metadata.name"),
+    ];
+    for (what, body, field) in &cases {
+        let yaml = if body.starts_with("metadata") {
+            format!("apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\n{body}\n")
+        } else {
+            format!(
+                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: bad}}\n{body}\n"
+            )
+        };
+        let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: was accepted");
+        assert!(
+            stderr.contains(field),
+            "{what}: the refusal does not name {field}: {stderr}"
+        );
+        eprintln!("{what}: {}", stderr.trim());
+    }
+    assert!(
+        bundles(&client, &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// 8. LoadBalancer: Ready=False waiting for an address until the Service has one, then Ready=True
+/// with the address in status.
+#[tokio::test]
+async fn load_balancer_is_ready_once_it_has_an_address() {
+    let client = client().await;
+    let ns = create_namespace(&client, "lb").await;
+    apply_yaml(
+        &ns,
+        &simple_bundle(
+            "shop",
+            "  service: {type: LoadBalancer, annotations: {cloud.google.com/load-balancer-type: Internal}}\n",
+        ),
+    );
+    let api = bundles(&client, &ns);
+    let b = wait_bundle(
+        &api,
+        "shop",
+        SECONDS_30,
+        "Ready=False waiting for the load balancer",
+        |b| {
+            condition_of(b, "Ready")
+                .is_some_and(|c| c.0 == "False" && c.1 == "WaitingForLoadBalancer")
+        },
+    )
+    .await;
+    assert!(
+        condition_of(&b, "Ready")
+            .unwrap()
+            .2
+            .contains("external address")
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !is_ready(&api.get("shop").await.unwrap()),
+        "Ready without an address"
+    );
+
+    give_load_balancer_address(&client, &ns, "shop", "198.51.100.20").await;
+    let b = wait_bundle(
+        &api,
+        "shop",
+        SECONDS_30,
+        "Ready=True with the address",
+        is_ready,
+    )
+    .await;
+    let address = b.status.unwrap().address.unwrap();
+    assert_eq!(address.external, vec!["198.51.100.20".to_string()]);
+    assert_eq!(address.type_.as_deref(), Some("LoadBalancer"));
+    let svc: Service = Api::namespaced(client.clone(), &ns)
+        .get("shop")
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.annotations()
+            .get("cloud.google.com/load-balancer-type")
+            .map(String::as_str),
+        Some("Internal")
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// 9. A rollout that cannot finish (its pods cannot be scheduled) passes its progress deadline and
+/// the AppBundle turns Stalled.
+#[tokio::test]
+async fn a_rollout_past_its_deadline_is_stalled() {
+    let client = client().await;
+    let ns = create_namespace(&client, "deadline").await;
+    apply_yaml(
+        &ns,
+        &simple_bundle(
+            "stuck",
+            "  progressDeadlineSeconds: 5\n  podTemplate: {nodeSelector: {kubundle.dev/no-such-node: \"true\"}}\n",
+        ),
+    );
+    let api = bundles(&client, &ns);
+    let b = wait_bundle(
+        &api,
+        "stuck",
+        Duration::from_secs(60),
+        "Stalled=True",
+        |b| condition_of(b, "Stalled").is_some_and(|c| c.0 == "True"),
+    )
+    .await;
+    assert_eq!(
+        condition_of(&b, "Stalled").unwrap().1,
+        "ProgressDeadlineExceeded"
+    );
+    assert_eq!(condition_of(&b, "Ready").unwrap().0, "False");
+    assert_eq!(condition_of(&b, "Reconciling").unwrap().0, "False");
+    delete_namespace(&client, &ns).await;
+}
