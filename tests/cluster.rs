@@ -274,6 +274,7 @@ fn second_cluster_lifecycle_up_reuse_down_up_recover() {
     run_ok(cluster("down"));
     third.assert_gone();
     assert!(!dir.exists());
+    let _ = std::fs::remove_file(dir.with_extension("lock"));
 }
 
 /// The processes and ports a cluster recorded in its state directory.

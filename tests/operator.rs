@@ -583,3 +583,87 @@ async fn a_rollout_past_its_deadline_is_stalled() {
     assert_eq!(condition_of(&b, "Reconciling").unwrap().0, "False");
     delete_namespace(&client, &ns).await;
 }
+
+/// SIGTERM stops the operator promptly and cleanly (exit status 0), after it started reconciling.
+#[tokio::test]
+async fn sigterm_stops_the_operator_cleanly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let client = client().await;
+    let ns = create_namespace(&client, "sigterm").await;
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubundle"))
+        .args([
+            "--namespace",
+            &ns,
+            "--listen-address",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(operator.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    tokio::time::timeout(SECONDS_30, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let synced = line.contains("cache synced");
+            log.push(line);
+            if synced {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the operator did not sync: {log:?}"));
+    let started = std::time::Instant::now();
+    run_ok(std::process::Command::new("kill").args(["-TERM", &operator.id().unwrap().to_string()]));
+    let status = tokio::time::timeout(Duration::from_secs(10), operator.wait())
+        .await
+        .expect("the operator did not stop within 10 s of SIGTERM")
+        .unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.push(line);
+    }
+    assert!(status.success(), "exit status {status}: {log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("kubundle stopped")),
+        "{log:?}"
+    );
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+    delete_namespace(&client, &ns).await;
+}
+
+/// Started against a cluster without the AppBundle CRD, the operator exits at once with an
+/// error that says what to do (a second, small cluster that never had the CRD).
+#[test]
+fn startup_without_the_crd_fails_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("kubundle-nocrd-{}", std::process::id()));
+    let script = repo_root().join("deploy/local/cluster.sh");
+    let cluster = |arg: &str| {
+        let mut cmd = std::process::Command::new(&script);
+        cmd.arg(arg)
+            .env("KUBUNDLE_CLUSTER_DIR", &dir)
+            .env("KUBUNDLE_NODES", "1");
+        cmd
+    };
+    run_ok(cluster("up"));
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_kubundle"))
+        .args(["--listen-address", "127.0.0.1:0", "--log-format", "text"])
+        .env("KUBECONFIG", dir.join("kubeconfig")));
+    run_ok(cluster("down"));
+    let _ = std::fs::remove_file(dir.with_extension("lock"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the operator started without its CRD: {stderr}"
+    );
+    assert!(
+        stderr.contains("CustomResourceDefinition (appbundles.kubundle.dev) is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kubectl apply --server-side -f crds/"),
+        "{stderr}"
+    );
+}
