@@ -1,5 +1,6 @@
 //! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves),
-//! `/readyz` (the controller has listed its AppBundles and is reconciling).
+//! `/readyz` (the controller has listed its AppBundles and is reconciling, or this replica stands
+//! by for the leader lease).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,8 @@ pub struct HttpState {
     pub metrics: Metrics,
     pub store: Store<DynamicObject>,
     pub ready: Arc<AtomicBool>,
+    /// True while this replica stands by for the leader lease (ready: healthy and waiting).
+    pub standby: Arc<AtomicBool>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -44,7 +47,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.standby.load(Ordering::Relaxed) || state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
     } else {
         (

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

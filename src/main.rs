@@ -4,14 +4,17 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, ValueEnum};
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use kubundle::http::{HttpState, router};
+use kubundle::leader::{Elector, Timing};
 use kubundle::metrics::Metrics;
 use kubundle::reconcile::{Context, Settings, check_crd, controller};
 
@@ -37,6 +40,19 @@ struct Args {
     /// The cluster's DNS domain, used in status.address.url.
     #[arg(long, env = "KUBUNDLE_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Run several replicas safely: only the holder of a coordination.k8s.io Lease reconciles.
+    #[arg(long, env = "KUBUNDLE_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else --namespace, else "default").
+    #[arg(long, env = "KUBUNDLE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "KUBUNDLE_LEADER_ELECTION_LEASE",
+        default_value = "kubundle"
+    )]
+    leader_election_lease: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -95,7 +111,7 @@ async fn main() -> ExitCode {
         client.clone(),
         Reporter {
             controller: "kubundle".into(),
-            instance: Some(instance),
+            instance: Some(instance.clone()),
         },
     );
     let settings = Settings {
@@ -103,8 +119,16 @@ async fn main() -> ExitCode {
         concurrency: args.concurrency,
         cluster_domain: args.cluster_domain.clone(),
     };
-    let ctx = Arc::new(Context::new(client, recorder, metrics.clone(), settings));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        settings,
+    ));
     let (run, handles) = controller(ctx);
+
+    // A standby replica is ready (healthy and waiting); the leader once its cache is synced.
+    let standby = Arc::new(AtomicBool::new(args.leader_elect));
     let listener = match tokio::net::TcpListener::bind(args.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -113,17 +137,72 @@ async fn main() -> ExitCode {
         }
     };
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-          namespace = args.namespace.as_deref().unwrap_or("(all)"), "kubundle starting");
+          namespace = args.namespace.as_deref().unwrap_or("(all)"),
+          leader_elect = args.leader_elect, "kubundle starting");
     let app = router(HttpState {
-        metrics,
+        metrics: metrics.clone(),
         store: handles.store,
         ready: handles.synced,
+        standby: standby.clone(),
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    // The controller stops on SIGTERM or SIGINT after finishing the reconciles in flight.
-    run.await;
+    let code = if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let leases: Api<Lease> = Api::namespaced(client, &namespace);
+        let mut elector = Elector::new(
+            leases,
+            &args.leader_election_lease,
+            &instance,
+            Timing::default(),
+            metrics.clone(),
+        );
+        metrics.leader.set(0);
+        info!(lease = %format!("{namespace}/{}", args.leader_election_lease), "standing by for the leader lease");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown_signal() => {
+                info!("kubundle stopped while standing by");
+                return ExitCode::SUCCESS;
+            }
+        }
+        metrics.leader.set(1);
+        standby.store(false, Ordering::Relaxed);
+        info!("leader: reconciling");
+        tokio::select! {
+            // The controller stops on SIGTERM or SIGINT after finishing the reconciles in flight.
+            _ = run => {
+                elector.release().await;
+                ExitCode::SUCCESS
+            }
+            _ = elector.keep() => {
+                // Another replica may be reconciling already: stop at once, restart as a candidate.
+                error!("lost the leader lease; exiting so that only one replica reconciles");
+                metrics.leader.set(0);
+                ExitCode::FAILURE
+            }
+        }
+    } else {
+        metrics.leader.set(1);
+        run.await;
+        ExitCode::SUCCESS
+    };
     server.abort();
     info!("kubundle stopped");
-    ExitCode::SUCCESS
+    code
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot listen for SIGTERM");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

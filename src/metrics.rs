@@ -19,6 +19,8 @@ pub struct Metrics {
     pub writes: IntCounterVec,
     /// AppBundles by Ready condition status (True, False, Unknown), set at scrape time.
     pub appbundles: IntGaugeVec,
+    /// 1 while this replica is the leader (or leader election is off), 0 while it stands by.
+    pub leader: prometheus::IntGauge,
     /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
     process: Registry,
 }
@@ -66,8 +68,14 @@ impl Metrics {
             &["ready"],
         )
         .unwrap();
+        let leader = prometheus::IntGauge::new(
+            "leader",
+            "1 while this replica is the leader and reconciles (or leader election is off), 0 while it stands by",
+        )
+        .unwrap();
         for c in [
-            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconciles.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(errors.clone()),
             Box::new(writes.clone()),
@@ -93,6 +101,8 @@ impl Metrics {
             ("Service", "apply"),
             ("AppBundle", "apply_status"),
             ("Event", "publish"),
+            ("Lease", "create"),
+            ("Lease", "update"),
         ] {
             writes.with_label_values(&[kind, verb]).reset();
         }
@@ -103,6 +113,7 @@ impl Metrics {
             errors,
             writes,
             appbundles,
+            leader,
             process,
         }
     }
