@@ -298,14 +298,42 @@ async fn drift_is_undone_and_foreign_fields_are_left_alone() {
         },
     )
     .await;
-    // The label someone else added is not kubundle's: it stays, and does not cause writes.
-    let d = deployments.get("web").await.unwrap();
-    assert_eq!(d.labels().get("team").map(String::as_str), Some("payments"));
-    let rv = d.resource_version();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The label someone else added is not kubundle's: it stays, and does not cause writes. Once the
+    // Deployment controller has finished rolling back to the declared image, nothing changes.
+    let settled = eventually(SECONDS_30, "the rollback to settle", || async {
+        let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+        let s = d.status.clone().unwrap_or_default();
+        let done = s.observed_generation == d.metadata.generation
+            && s.replicas == Some(1)
+            && s.updated_replicas == Some(1)
+            && s.available_replicas == Some(1);
+        if done { Ok(d) } else { Err(format!("{s:?}")) }
+    })
+    .await;
     assert_eq!(
-        deployments.get("web").await.unwrap().resource_version(),
-        rv,
+        settled.labels().get("team").map(String::as_str),
+        Some("payments")
+    );
+    let kubundle_entry = |d: &Deployment| {
+        d.managed_fields()
+            .iter()
+            .find(|m| m.manager.as_deref() == Some("kubundle"))
+            .map(|m| (m.operation.clone(), m.time.clone()))
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = deployments.get("web").await.unwrap();
+    assert_eq!(
+        later.labels().get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(
+        kubundle_entry(&later),
+        kubundle_entry(&settled),
+        "kubundle wrote again"
+    );
+    assert_eq!(
+        later.resource_version(),
+        settled.resource_version(),
         "the Deployment kept changing"
     );
     delete_namespace(&client, &ns).await;
@@ -361,18 +389,28 @@ async fn an_unowned_deployment_is_not_taken_over() {
         &ns,
     ]));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let before = deployments.get("taken").await.unwrap();
-    // Let the Deployment controller finish its own status updates before comparing versions.
-    eventually(SECONDS_30, "the foreign Deployment to settle", || async {
+    // Let the Deployment controller finish its own status updates before taking the picture.
+    let before = eventually(SECONDS_30, "the foreign Deployment to settle", || async {
         let d = deployments.get("taken").await.map_err(|e| e.to_string())?;
-        if d.status.and_then(|s| s.available_replicas) == Some(1) {
-            Ok(())
+        if d.status.clone().and_then(|s| s.available_replicas) == Some(1) {
+            Ok(d)
         } else {
             Err("not available".into())
         }
     })
     .await;
-    let before_rv = deployments.get("taken").await.unwrap().resource_version();
+    let managers = |d: &Deployment| {
+        d.managed_fields()
+            .iter()
+            .map(|m| {
+                (
+                    m.manager.clone(),
+                    m.operation.clone(),
+                    m.subresource.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
 
     apply_yaml(&ns, &simple_bundle("taken", ""));
     let api = bundles(&client, &ns);
@@ -405,13 +443,20 @@ async fn an_unowned_deployment_is_not_taken_over() {
     .await;
     assert_eq!(warning.reason.as_deref(), Some("NameConflict"));
 
+    // Not modified: the same spec, labels, annotations and owners, and no new field manager (the
+    // Deployment controller may still write status, which is not kubundle's doing).
     let after = deployments.get("taken").await.unwrap();
     assert_eq!(
-        after.resource_version(),
-        before_rv,
-        "the foreign Deployment was modified"
+        after.spec, before.spec,
+        "the foreign Deployment's spec was modified"
     );
-    assert_eq!(after.spec, before.spec);
+    assert_eq!(after.labels(), before.labels());
+    assert_eq!(after.annotations(), before.annotations());
+    assert_eq!(
+        managers(&after),
+        managers(&before),
+        "someone new wrote to the foreign Deployment"
+    );
     assert!(after.owner_references().is_empty());
     assert!(
         after
@@ -666,4 +711,75 @@ fn startup_without_the_crd_fails_with_a_clear_error() {
         stderr.contains("kubectl apply --server-side -f crds/"),
         "{stderr}"
     );
+}
+
+/// Runs the Argo CD health check (deploy/gitops/argocd/health.lua) on an object, in Lua 5.1 (Argo
+/// CD's gopher-lua speaks 5.1): returns (status, message).
+fn argocd_health(object: &serde_json::Value) -> (String, String) {
+    use mlua::LuaSerdeExt;
+    use mlua::serde::SerializeOptions;
+    let lua = mlua::Lua::new();
+    let options = SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    let obj = lua.to_value_with(object, options).unwrap();
+    lua.globals().set("obj", obj).unwrap();
+    let script =
+        std::fs::read_to_string(repo_root().join("deploy/gitops/argocd/health.lua")).unwrap();
+    let hs: mlua::Table = lua.load(&script).eval().unwrap();
+    (hs.get("status").unwrap(), hs.get("message").unwrap())
+}
+
+/// The Argo CD health check gives Healthy, Progressing and Degraded on real AppBundles in those states.
+#[tokio::test]
+async fn argocd_health_check_reads_real_status() {
+    let client = client().await;
+    let ns = create_namespace(&client, "argocd-health").await;
+    run_ok(kubectl(&[
+        "create",
+        "deployment",
+        "blocked",
+        "--image=busybox",
+        "-n",
+        &ns,
+    ]));
+    apply_yaml(&ns, &simple_bundle("healthy", ""));
+    apply_yaml(
+        &ns,
+        &simple_bundle("waiting", "  service: {type: LoadBalancer}\n"),
+    );
+    apply_yaml(&ns, &simple_bundle("blocked", ""));
+    let api = bundles(&client, &ns);
+    let healthy = wait_bundle(&api, "healthy", SECONDS_30, "healthy Ready", is_ready).await;
+    let waiting = wait_bundle(
+        &api,
+        "waiting",
+        SECONDS_30,
+        "waiting for its address",
+        |b| condition_of(b, "Ready").is_some_and(|c| c.1 == "WaitingForLoadBalancer"),
+    )
+    .await;
+    let blocked = wait_bundle(&api, "blocked", SECONDS_30, "blocked Stalled", |b| {
+        condition_of(b, "Stalled").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+
+    let json = |b: &AppBundle| serde_json::to_value(b).unwrap();
+    let (status, message) = argocd_health(&json(&healthy));
+    assert_eq!(status, "Healthy", "{message}");
+    let (status, message) = argocd_health(&json(&waiting));
+    assert_eq!(status, "Progressing");
+    assert!(message.contains("load balancer"), "{message}");
+    let (status, message) = argocd_health(&json(&blocked));
+    assert_eq!(status, "Degraded");
+    assert!(message.starts_with("NameConflict: Deployment"), "{message}");
+    // Just edited, not yet observed by kubundle: Progressing, whatever the old conditions say.
+    let mut edited = json(&healthy);
+    edited["metadata"]["generation"] = serde_json::json!(healthy.metadata.generation.unwrap() + 1);
+    assert_eq!(argocd_health(&edited).0, "Progressing");
+    // Never reconciled yet: Progressing.
+    let mut fresh = json(&healthy);
+    fresh.as_object_mut().unwrap().remove("status");
+    assert_eq!(argocd_health(&fresh).0, "Progressing");
+    delete_namespace(&client, &ns).await;
 }

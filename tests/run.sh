@@ -3,8 +3,9 @@
 #   1. static checks: rustfmt, clippy (warnings are errors), generated CRD not drifted
 #   2. brings the local cluster up (deploy/local/cluster.sh; builds the components on first use)
 #   3. installs the CRD and starts the operator against the cluster, as a deployment would
-#   4. cargo test: unit tests and the end-to-end tests in tests/ (tests/isolated.rs, which needs the
-#      cluster to itself, runs last and alone)
+#   4. cargo test: unit tests and the end-to-end tests in tests/; then tests/isolated.rs (needs the
+#      cluster to itself) alone; then, with the operator stopped, tests/install.rs (the chart, the
+#      operator under the chart's identity, leader election between two replicas)
 #   5. stops the operator and brings the cluster down, whether the tests passed or not
 # Set KUBUNDLE_KEEP_CLUSTER=1 to leave the cluster running afterwards (to poke at it).
 # Extra arguments go to the main `cargo test` run (e.g. `tests/run.sh --test operator`).
@@ -56,9 +57,17 @@ done
 curl -sf "$KUBUNDLE_METRICS_URL/readyz" >/dev/null || { echo "the operator did not become ready" >&2; exit 1; }
 echo "operator pid $operator_pid at $KUBUNDLE_METRICS_URL, log $log_dir/kubundle.log"
 
+step "plain manifests are up to date (deploy/kubectl from charts/kubundle)"
+deploy/kubectl/render.sh --check
+
 step "cargo test (unit and end-to-end)"
-cargo test --locked --all-targets "$@" -- --skip isolated::
+cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install::
 step "cargo test --test isolated (needs the cluster to itself: exact counts, steady state)"
 cargo test --locked --test isolated -- --test-threads=1
+
+step "stop the operator; cargo test --test install (chart, identities, leader election)"
+kill -TERM "$operator_pid" && wait "$operator_pid" || true
+operator_pid=
+cargo test --locked --test install -- --test-threads=1 --nocapture
 
 step "all tests passed in $((SECONDS - start))s"

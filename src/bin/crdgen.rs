@@ -1,7 +1,8 @@
 //! Writes the AppBundle CustomResourceDefinition, generated from the Rust types in `src/api`.
 //!
-//! `cargo run --bin crdgen` writes `crds/appbundles.kubundle.dev.yaml`; `cargo run --bin crdgen --
-//! --check` exits non-zero when the committed file differs from the generated one (CI runs it).
+//! `cargo run --bin crdgen` writes `crds/appbundles.kubundle.dev.yaml` and the Helm chart's copy,
+//! `charts/kubundle/crds/appbundles.kubundle.dev.yaml`; `cargo run --bin crdgen -- --check` exits
+//! non-zero when a committed file differs from the generated one (the test command runs it).
 //! `--stdout` prints it instead.
 
 use std::path::Path;
@@ -10,7 +11,10 @@ use std::process::ExitCode;
 use kube::CustomResourceExt;
 use kubundle::api::AppBundle;
 
-const PATH: &str = "crds/appbundles.kubundle.dev.yaml";
+const PATHS: [&str; 2] = [
+    "crds/appbundles.kubundle.dev.yaml",
+    "charts/kubundle/crds/appbundles.kubundle.dev.yaml",
+];
 
 fn main() -> ExitCode {
     let yaml = match serde_saphyr::to_string(&AppBundle::crd()) {
@@ -22,25 +26,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(PATH);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     match std::env::args().nth(1).as_deref() {
         Some("--stdout") => print!("{yaml}"),
         Some("--check") => {
-            let committed = std::fs::read_to_string(&path).unwrap_or_default();
-            if committed != yaml {
+            let stale: Vec<_> = PATHS
+                .iter()
+                .filter(|p| std::fs::read_to_string(root.join(p)).unwrap_or_default() != yaml)
+                .collect();
+            if !stale.is_empty() {
                 eprintln!(
-                    "{PATH} is out of date with src/api: run `cargo run --bin crdgen` and commit the result"
+                    "out of date with src/api: {stale:?}; run `cargo run --bin crdgen` and commit the result"
                 );
                 return ExitCode::FAILURE;
             }
-            println!("{PATH} is up to date");
+            println!("{} are up to date", PATHS.join(" and "));
         }
         None => {
-            if let Err(e) = std::fs::write(&path, yaml) {
-                eprintln!("cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
+            for path in PATHS {
+                if let Err(e) = std::fs::write(root.join(path), &yaml) {
+                    eprintln!("cannot write {path}: {e}");
+                    return ExitCode::FAILURE;
+                }
+                println!("wrote {path}");
             }
-            println!("wrote {PATH}");
         }
         Some(other) => {
             eprintln!("unknown argument {other:?}; usage: crdgen [--check | --stdout]");

@@ -234,3 +234,78 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         })
         .map(|v| v.trim().parse().unwrap())
 }
+
+/// A kubundle process started by a test; stopped (SIGKILL) when dropped.
+pub struct Operator {
+    pub child: std::process::Child,
+    /// Base URL of its HTTP endpoints.
+    pub url: String,
+}
+
+impl Operator {
+    /// Starts the operator binary with `args` (any `--listen-address` in them is replaced by one on
+    /// a free loopback port), environment `env`, and `KUBECONFIG=kubeconfig`; waits until it
+    /// serves its HTTP endpoints.
+    pub async fn start(args: &[String], env: &[(String, String)], kubeconfig: &Path) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::env::temp_dir().join(format!("kubundle-test-operator-{port}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubundle"))
+            .args(args.iter().filter(|a| !a.starts_with("--listen-address")))
+            .arg(format!("--listen-address=127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", kubeconfig)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("cannot start the operator");
+        let url = format!("http://127.0.0.1:{port}");
+        let start = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the operator exited ({status}): {log}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the operator did not start in 30 s: {log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Operator { child, url }
+    }
+
+    /// The value of one metric series, from /metrics.
+    pub async fn metric(&self, series: &str) -> f64 {
+        sample(&scrape(&format!("{}/metrics", self.url)).await, series)
+            .unwrap_or_else(|| panic!("no {series}"))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kubeconfig for the local cluster that authenticates with `token` (e.g. a ServiceAccount's,
+/// from the TokenRequest API), written next to the admin kubeconfig.
+pub fn token_kubeconfig(token: &str, file_name: &str) -> PathBuf {
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.trim().to_string().into()),
+            ..kube::config::AuthInfo::default()
+        });
+    }
+    let path = kubeconfig_path().with_file_name(file_name);
+    // JSON is YAML: kubectl and kube-rs read it.
+    std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+    path
+}

@@ -1,0 +1,68 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "kubundle.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects. */}}
+{{- define "kubundle.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "kubundle.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "kubundle.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "kubundle.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "kubundle.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the operator's pods. */}}
+{{- define "kubundle.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubundle.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kubundle.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubundle.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kubundle.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The rules the operator needs where AppBundles live. Each verb is used by the code:
+     appbundles: get/list/watch (its cache); appbundles/status: patch (server-side apply of status);
+     appbundles/finalizers: update (children's ownerReferences set blockOwnerDeletion, which clusters
+     with the OwnerReferencesPermissionEnforcement admission plugin check);
+     deployments, services: get/list/watch (metadata watches, reads), create/patch (server-side apply);
+     events.k8s.io events: create/patch (the Event recorder creates and updates event series). */}}
+{{- define "kubundle.rules" -}}
+- apiGroups: [kubundle.dev]
+  resources: [appbundles]
+  verbs: [get, list, watch]
+- apiGroups: [kubundle.dev]
+  resources: [appbundles/status]
+  verbs: [patch]
+- apiGroups: [kubundle.dev]
+  resources: [appbundles/finalizers]
+  verbs: [update]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}

@@ -1,0 +1,543 @@
+//! The install paths on the local control plane: the Helm chart (lint, server-side dry run,
+//! install/upgrade/uninstall), the plain manifests, the operator running with exactly the chart's
+//! identity and arguments (cluster-wide and namespace-scoped), and two replicas with leader election.
+//!
+//! tests/run.sh runs these last, one at a time, after stopping its own operator: here the only
+//! operator is the one a test starts, so what gets reconciled was reconciled with its identity.
+
+mod support;
+
+mod install {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::Api;
+    use kubundle::api::AppBundle;
+
+    use crate::support::*;
+
+    const CHART: &str = "charts/kubundle";
+
+    fn helm(args: &[&str]) -> Command {
+        let mut cmd = Command::new("helm");
+        cmd.args(args).current_dir(repo_root());
+        cmd
+    }
+
+    fn ensure_namespace(name: &str) {
+        let yaml = run_ok(kubectl(&[
+            "create",
+            "namespace",
+            name,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ]));
+        let out = kubectl_stdin(&["apply", "-f", "-"], &yaml);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl auth can-i` for a ServiceAccount: true for "yes".
+    fn can_i(sa: &str, args: &[&str]) -> bool {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let as_sa = format!("--as={sa}");
+        all.push(&as_sa);
+        let out = run(kubectl(&all));
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    }
+
+    /// The chart's Deployment's container arguments and environment, as the pod would get them
+    /// (downward-API values filled in as the kubelet would).
+    async fn chart_process(
+        namespace: &str,
+        name: &str,
+        pod_name: &str,
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        let client = client().await;
+        let d: Deployment = Api::namespaced(client, namespace).get(name).await.unwrap();
+        let container = d.spec.unwrap().template.spec.unwrap().containers.remove(0);
+        let args = container.args.unwrap_or_default();
+        let env = container
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let value = match e.value_from.and_then(|f| f.field_ref).map(|f| f.field_path) {
+                    Some(path) if path == "metadata.name" => pod_name.to_string(),
+                    Some(path) if path == "metadata.namespace" => namespace.to_string(),
+                    Some(other) => panic!("unexpected fieldRef {other}"),
+                    None => e.value.unwrap_or_default(),
+                };
+                (e.name, value)
+            })
+            .collect();
+        (args, env)
+    }
+
+    /// A kubeconfig with a token of the chart's ServiceAccount (TokenRequest API).
+    fn service_account_kubeconfig(namespace: &str, sa: &str) -> std::path::PathBuf {
+        let token = run_ok(kubectl(&[
+            "create",
+            "token",
+            sa,
+            "-n",
+            namespace,
+            "--duration=1h",
+        ]));
+        token_kubeconfig(&token, &format!("kubeconfig-{namespace}-{sa}"))
+    }
+
+    async fn guestbook_becomes_ready(ns: &str) {
+        let yaml =
+            std::fs::read_to_string(repo_root().join("deploy/examples/guestbook.yaml")).unwrap();
+        apply_yaml(ns, &yaml.replace("type: LoadBalancer", "type: ClusterIP"));
+        run_ok(kubectl(&[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            "appbundle",
+            "--all",
+            "--timeout=60s",
+        ]));
+    }
+
+    #[test]
+    fn helm_lint_and_server_side_dry_run_of_every_rendered_object() {
+        ensure_namespace("kubundle-dryrun");
+        ensure_namespace("kubundle-dryrun-team");
+        for values in [
+            vec![],
+            vec![
+                "--set",
+                "watchNamespace=kubundle-dryrun-team",
+                "--set",
+                "networkPolicy.enabled=true",
+            ],
+            vec![
+                "--set",
+                "replicaCount=1",
+                "--set",
+                "leaderElection.enabled=false",
+                "--set",
+                "logFormat=text",
+            ],
+        ] {
+            let mut lint = vec!["lint", CHART, "--strict"];
+            lint.extend(&values);
+            run_ok(helm(&lint));
+            let mut template = vec![
+                "template",
+                "kubundle",
+                CHART,
+                "-n",
+                "kubundle-dryrun",
+                "--include-crds",
+            ];
+            template.extend(&values);
+            let rendered = run_ok(helm(&template));
+            let out = kubectl_stdin(
+                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+                &rendered,
+            );
+            assert!(
+                out.status.success(),
+                "{values:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The monitoring objects need the Prometheus Operator's CRDs, which this cluster lacks: lint and render them.
+        let monitoring = [
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "prometheusRule.enabled=true",
+        ];
+        run_ok(helm(
+            &[&["lint", CHART, "--strict"][..], &monitoring].concat(),
+        ));
+        let rendered = run_ok(helm(
+            &[&["template", "kubundle", CHART][..], &monitoring].concat(),
+        ));
+        assert!(
+            rendered.contains("kind: ServiceMonitor")
+                && rendered.contains("alert: KubundleAppBundlesNotReady")
+        );
+        // The schema refuses nonsense values.
+        let out = run(helm(&[
+            "template",
+            "kubundle",
+            CHART,
+            "--set",
+            "logFormat=xml",
+        ]));
+        assert!(!out.status.success());
+        // Several replicas without leader election would all reconcile: refused.
+        let out = run(helm(&[
+            "template",
+            "kubundle",
+            CHART,
+            "--set",
+            "leaderElection.enabled=false",
+        ]));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("needs leaderElection.enabled"));
+
+        // The plain manifests (rendered from the chart) install with kubectl.
+        let out = run(kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            "deploy/kubectl/kubundle.yaml",
+        ])
+        .current_dir(repo_root()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn chart_installs_upgrades_and_uninstalls() {
+        let client = client().await;
+        let ns = "kubundle-lifecycle";
+        run_ok(helm(&[
+            "install",
+            "kb",
+            CHART,
+            "-n",
+            ns,
+            "--create-namespace",
+            "--wait",
+            "--timeout=2m",
+        ]));
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let d = deployments.get("kb-kubundle").await.unwrap();
+        assert_eq!(d.status.unwrap().available_replicas, Some(2));
+
+        run_ok(helm(&[
+            "upgrade",
+            "kb",
+            CHART,
+            "-n",
+            ns,
+            "--set",
+            "concurrency=8",
+            "--set",
+            "logFormat=text",
+            "--wait",
+            "--timeout=2m",
+        ]));
+        let d = deployments.get("kb-kubundle").await.unwrap();
+        let args = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(
+            args.contains(&"--concurrency=8".to_string())
+                && args.contains(&"--log-format=text".to_string()),
+            "{args:?}"
+        );
+        let history = run_ok(helm(&["history", "kb", "-n", ns]));
+        assert!(history.lines().count() >= 3, "{history}");
+
+        run_ok(helm(&["uninstall", "kb", "-n", ns, "--wait"]));
+        assert!(deployments.get_opt("kb-kubundle").await.unwrap().is_none());
+        let out = run(kubectl(&["get", "clusterrole", "kb-kubundle"]));
+        assert!(
+            !out.status.success(),
+            "the ClusterRole outlived the release"
+        );
+        // Helm never deletes CRDs from crds/: AppBundles (and so the applications) survive an uninstall.
+        run_ok(kubectl(&["get", "crd", "appbundles.kubundle.dev"]));
+        delete_namespace(&client, ns).await;
+    }
+
+    #[tokio::test]
+    async fn operator_runs_with_the_charts_cluster_wide_identity() {
+        let client = client().await;
+        let release_ns = "kubundle-system";
+        run_ok(helm(&[
+            "upgrade",
+            "--install",
+            "kubundle",
+            CHART,
+            "-n",
+            release_ns,
+            "--create-namespace",
+            "--wait",
+            "--timeout=2m",
+        ]));
+        let sa = format!("system:serviceaccount:{release_ns}:kubundle");
+
+        // Exactly what the operator uses, and nothing else.
+        for (args, expected) in [
+            (vec!["list", "appbundles.kubundle.dev", "-A"], true),
+            (vec!["watch", "appbundles.kubundle.dev", "-A"], true),
+            (
+                vec![
+                    "patch",
+                    "appbundles.kubundle.dev",
+                    "--subresource=status",
+                    "-A",
+                ],
+                true,
+            ),
+            (vec!["create", "deployments.apps", "-A"], true),
+            (vec!["patch", "services", "-A"], true),
+            (vec!["create", "events.events.k8s.io", "-A"], true),
+            (
+                vec![
+                    "update",
+                    "leases.coordination.k8s.io/kubundle",
+                    "-n",
+                    release_ns,
+                ],
+                true,
+            ),
+            (vec!["get", "secrets", "-A"], false),
+            (vec!["list", "secrets", "-n", release_ns], false),
+            (vec!["get", "configmaps", "-A"], false),
+            (vec!["delete", "deployments.apps", "-A"], false),
+            (vec!["create", "pods", "-A"], false),
+            (vec!["create", "statefulsets.apps", "-A"], false),
+            (vec!["update", "appbundles.kubundle.dev", "-A"], false),
+            (vec!["delete", "appbundles.kubundle.dev", "-A"], false),
+            (
+                vec![
+                    "update",
+                    "leases.coordination.k8s.io/other",
+                    "-n",
+                    release_ns,
+                ],
+                false,
+            ),
+            (
+                vec!["create", "clusterroles.rbac.authorization.k8s.io"],
+                false,
+            ),
+        ] {
+            assert_eq!(can_i(&sa, &args), expected, "can-i {args:?}");
+        }
+
+        let kubeconfig = service_account_kubeconfig(release_ns, "kubundle");
+        let (args, env) = chart_process(release_ns, "kubundle", "kubundle-identity-test").await;
+        let operator = Operator::start(&args, &env, &kubeconfig).await;
+        let ns = create_namespace(&client, "chart-identity").await;
+        guestbook_becomes_ready(&ns).await;
+        assert_eq!(operator.metric("kubundle_leader").await, 1.0);
+        assert_eq!(
+            operator
+                .metric(r#"kubundle_reconcile_total{result="error"}"#)
+                .await,
+            0.0
+        );
+        assert_eq!(
+            operator
+                .metric(r#"kubundle_api_writes_total{kind="Deployment",verb="apply"}"#)
+                .await,
+            3.0
+        );
+        drop(operator);
+        delete_namespace(&client, &ns).await;
+    }
+
+    #[tokio::test]
+    async fn operator_runs_with_the_charts_namespace_scoped_identity() {
+        let client = client().await;
+        let release_ns = "kubundle-scoped";
+        let team = create_namespace(&client, "team").await;
+        let other = create_namespace(&client, "other-team").await;
+        run_ok(helm(&[
+            "upgrade",
+            "--install",
+            "kubundle",
+            CHART,
+            "-n",
+            release_ns,
+            "--create-namespace",
+            "--set",
+            &format!("watchNamespace={team}"),
+            "--wait",
+            "--timeout=2m",
+        ]));
+        let sa = format!("system:serviceaccount:{release_ns}:kubundle");
+        assert!(can_i(
+            &sa,
+            &["list", "appbundles.kubundle.dev", "-n", &team]
+        ));
+        assert!(can_i(&sa, &["create", "deployments.apps", "-n", &team]));
+        assert!(
+            !can_i(&sa, &["list", "appbundles.kubundle.dev", "-A"]),
+            "a namespace-scoped install reads all namespaces"
+        );
+        assert!(!can_i(&sa, &["create", "deployments.apps", "-n", &other]));
+        assert!(!can_i(&sa, &["get", "secrets", "-n", &team]));
+        let out = run(kubectl(&["get", "clusterrole", "kubundle"]));
+        assert!(
+            !out.status.success()
+                || !String::from_utf8_lossy(&out.stdout).contains("kubundle-scoped")
+        );
+
+        let kubeconfig = service_account_kubeconfig(release_ns, "kubundle");
+        let (args, env) = chart_process(release_ns, "kubundle", "kubundle-scoped-test").await;
+        assert!(args.contains(&format!("--namespace={team}")), "{args:?}");
+        let _operator = Operator::start(&args, &env, &kubeconfig).await;
+        guestbook_becomes_ready(&team).await;
+        // AppBundles elsewhere are not its business (and it could not write there anyway).
+        apply_yaml(
+            &other,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: ignored}\nspec: {image: nginx, ports: [{containerPort: 80}]}\n",
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ignored: AppBundle = Api::namespaced(client.clone(), &other)
+            .get("ignored")
+            .await
+            .unwrap();
+        assert!(
+            ignored.status.is_none(),
+            "an AppBundle outside the watched namespace was reconciled"
+        );
+        run_ok(helm(&["uninstall", "kubundle", "-n", release_ns, "--wait"]));
+        for ns in [&team, &other, &release_ns.to_string()] {
+            delete_namespace(&client, ns).await;
+        }
+    }
+
+    /// Two replicas with leader election: exactly one reconciles; after `kill -9` of the leader the
+    /// other takes over, and the time until it reconciles a new AppBundle is measured.
+    #[tokio::test]
+    async fn two_replicas_elect_one_leader_and_fail_over() {
+        let client = client().await;
+        let lease_ns = create_namespace(&client, "ha").await;
+        let ns = create_namespace(&client, "ha-apps").await;
+        let args: Vec<String> = [
+            "--leader-elect",
+            "--leader-election-lease=kubundle-ha",
+            "--log-format=json",
+        ]
+        .map(String::from)
+        .to_vec();
+        let env = |pod: &str| {
+            vec![
+                ("POD_NAME".to_string(), pod.to_string()),
+                ("POD_NAMESPACE".to_string(), lease_ns.clone()),
+            ]
+        };
+        let admin = kubeconfig_path();
+        let mut a = Some(Operator::start(&args, &env("replica-a"), &admin).await);
+        let mut b = Some(Operator::start(&args, &env("replica-b"), &admin).await);
+
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_ns);
+        let holder = eventually(Duration::from_secs(30), "a leader", || async {
+            let lease = leases
+                .get_opt("kubundle-ha")
+                .await
+                .map_err(|e| e.to_string())?;
+            lease
+                .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+                .ok_or_else(|| "no holder".to_string())
+        })
+        .await;
+        let (leader, standby) = if holder == "replica-a" {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        assert_eq!(
+            leader.as_ref().unwrap().metric("kubundle_leader").await,
+            1.0,
+            "the Lease holder must lead"
+        );
+        assert_eq!(
+            standby.as_ref().unwrap().metric("kubundle_leader").await,
+            0.0,
+            "exactly one replica must lead"
+        );
+
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        apply_yaml(
+            &ns,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: first}\nspec: {image: nginx, ports: [{containerPort: 80}]}\n",
+        );
+        wait_bundle(
+            &api,
+            "first",
+            Duration::from_secs(30),
+            "first Ready",
+            is_ready,
+        )
+        .await;
+        let success = r#"kubundle_reconcile_total{result="success"}"#;
+        assert!(leader.as_ref().unwrap().metric(success).await >= 1.0);
+        let survivor = standby.take().unwrap();
+        assert_eq!(
+            survivor.metric(success).await,
+            0.0,
+            "the standby reconciled"
+        );
+        assert_eq!(
+            survivor
+                .metric(r#"kubundle_api_writes_total{kind="Deployment",verb="apply"}"#)
+                .await,
+            0.0
+        );
+
+        // kill -9 the leader: it has no chance to release the Lease; the standby must wait it out.
+        drop(leader.take());
+        let killed_at = Instant::now();
+        apply_yaml(
+            &ns,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: second}\nspec: {image: nginx, ports: [{containerPort: 80}]}\n",
+        );
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        eventually(
+            Duration::from_secs(60),
+            "the standby to take over and reconcile",
+            || async {
+                deployments
+                    .get_opt("second")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "no Deployment yet".to_string())
+            },
+        )
+        .await;
+        let reconciled = killed_at.elapsed();
+        wait_bundle(
+            &api,
+            "second",
+            Duration::from_secs(30),
+            "second Ready",
+            is_ready,
+        )
+        .await;
+        eprintln!(
+            "failover: a new AppBundle was reconciled {:.1} s after kill -9 of the leader (Ready after {:.1} s)",
+            reconciled.as_secs_f64(),
+            killed_at.elapsed().as_secs_f64()
+        );
+        assert_eq!(survivor.metric("kubundle_leader").await, 1.0);
+        let lease = leases.get("kubundle-ha").await.unwrap().spec.unwrap();
+        assert_ne!(
+            lease.holder_identity,
+            Some(holder),
+            "the Lease still names the dead leader"
+        );
+        assert!(
+            reconciled < Duration::from_secs(30),
+            "failover took {reconciled:?}"
+        );
+        drop(survivor);
+        delete_namespace(&client, &ns).await;
+        delete_namespace(&client, &lease_ns).await;
+    }
+}
