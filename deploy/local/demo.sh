@@ -38,7 +38,12 @@ eval "$($cluster env)"
 say "build kubundle, install the AppBundle CRD"
 cargo build --locked --quiet --bin kubundle
 kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=60s >/dev/null
+# (kubectl wait fails instead of waiting while a new CRD has no status conditions yet: retry.)
+for _ in $(seq 60); do
+  kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
+  sleep 1
+done
+kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null
 
 if operator_running; then
   say "kubundle already running (pid $(cat "$pidfile"))"
