@@ -135,7 +135,9 @@ mod install {
             run_ok(helm(&lint));
             let mut template = vec![
                 "template",
-                "kubundle",
+                // A release name of its own: cluster-scoped names (the ClusterRole) must not meet
+                // the release another test installs.
+                "kubundle-dryrun",
                 CHART,
                 "-n",
                 "kubundle-dryrun",
@@ -189,7 +191,9 @@ mod install {
         ]));
         assert!(String::from_utf8_lossy(&out.stderr).contains("needs leaderElection.enabled"));
 
-        // The plain manifests (rendered from the chart) install with kubectl.
+        // The plain manifests (rendered from the chart) install with kubectl. A server-side dry
+        // run does not create the Namespace the file starts with, so it must exist already.
+        ensure_namespace("kubundle-system");
         let out = run(kubectl(&[
             "apply",
             "--server-side",

@@ -20,7 +20,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings denied)"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --all-features -- -D warnings
 step "generated files are up to date (crds/ from src/api)"
 cargo run --locked --quiet --bin crdgen -- --check
 step "build"

@@ -1,0 +1,820 @@
+//! kubundle-bench: convergence time, API cost and memory of kubundle at N AppBundles, against a
+//! floor measured in the same run: the same 2N children applied directly (server-side apply, same
+//! concurrency) by a minimal client, with no operator in between.
+//!
+//! Run on the local control plane (tests/bench/run.sh does all of it):
+//!   cargo build --release --bin kubundle
+//!   cargo run --release --features bench --bin kubundle-bench -- --sizes 100,1000,5000
+//! Prints progress and a table; writes JSON and a PNG plot (default: target/bench/).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use kubundle::api::{AppBundle, find_condition};
+use kubundle::render;
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks kubundle against a direct-apply floor on the local control plane")]
+struct Args {
+    /// Numbers of AppBundles, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    sizes: Vec<usize>,
+    /// Namespaces the objects are spread over.
+    #[arg(long, default_value_t = 10)]
+    namespaces: usize,
+    /// Concurrency of the operator (--concurrency) and of the floor client.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Length of the steady-state window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    steady_seconds: u64,
+    /// The operator binary (a release build).
+    #[arg(long, default_value = "target/release/kubundle")]
+    operator: PathBuf,
+    /// Where the JSON and the PNG go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+struct Result {
+    n: usize,
+    /// Floor: seconds until all 2N children were applied, and until all N Deployments were Available.
+    floor_children_s: f64,
+    floor_available_s: f64,
+    /// kubundle: seconds from creating N AppBundles until all 2N children exist, and until all N are Ready.
+    kubundle_children_s: f64,
+    kubundle_ready_s: f64,
+    ratio_children: f64,
+    ratio_ready: f64,
+    /// API requests the API server served per AppBundle, for the operator's resources, by verb
+    /// (deployments and services: GET and APPLY; appbundles/status: APPLY).
+    requests_per_bundle: BTreeMap<String, f64>,
+    /// kubundle's own count of writes per AppBundle, by kind and verb.
+    operator_writes_per_bundle: BTreeMap<String, f64>,
+    /// Writes during the steady-state window: kubundle's counter, and the API server's.
+    steady_writes_operator: f64,
+    steady_writes_apiserver: f64,
+    steady_seconds: u64,
+    /// Operator process: peak RSS (MiB) and CPU seconds over the run up to the restart.
+    operator_peak_rss_mib: f64,
+    operator_cpu_s: f64,
+    /// After a restart with N AppBundles: seconds until all N were reconciled, and writes made.
+    restart_reconciled_s: f64,
+    restart_writes: f64,
+    /// Seconds from updating the image of all N AppBundles until all are Ready on the new image.
+    image_update_ready_s: f64,
+    /// Peak RSS of the restarted operator after the image update (MiB).
+    operator_peak_rss_after_update_mib: f64,
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!(
+        "{} [bench] {}",
+        k8s_openapi::jiff::Timestamp::now().strftime("%H:%M:%S"),
+        msg.as_ref()
+    );
+}
+
+fn namespaces(prefix: &str, n: usize, k: usize) -> Vec<String> {
+    (0..k.min(n)).map(|i| format!("{prefix}-{n}-{i}")).collect()
+}
+
+fn bundle(name: &str, ns: &str, image: &str) -> AppBundle {
+    let mut b: AppBundle = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubundle.dev/v1alpha1", "kind": "AppBundle",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"image": image, "replicas": 1, "ports": [{"name": "http", "containerPort": 80}],
+                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+    }))
+    .unwrap();
+    b.metadata.namespace = Some(ns.to_string());
+    b
+}
+
+async fn create_namespaces(client: &Client, names: &[String]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in names {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"kubundle.dev/bench": "true"}}})).unwrap();
+        api.create(&PostParams::default(), &ns).await.unwrap();
+    }
+}
+
+async fn delete_namespaces(client: &Client, names: &[String]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in names {
+        let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+    let start = Instant::now();
+    loop {
+        let mut left = 0;
+        for name in names {
+            if api.get_opt(name).await.unwrap().is_some() {
+                left += 1;
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        if start.elapsed().as_secs().is_multiple_of(15) {
+            log(format!(
+                "waiting for {left} namespaces to be deleted ({:.0} s)",
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Watches `api` (from now) and returns when `count(objects matching pred) >= n`, with the time
+/// since `t0`. Progress every 10 s.
+async fn track<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    n: usize,
+    t0: Instant,
+    what: String,
+    pred: F,
+) -> f64
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+    F: Fn(&K) -> bool + Send + 'static,
+{
+    let mut matching: std::collections::HashSet<String> = Default::default();
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut last_report = Instant::now();
+    while let Some(event) = stream.try_next().await.unwrap() {
+        let mut apply = |obj: K| {
+            let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+            if pred(&obj) {
+                matching.insert(key);
+            } else {
+                matching.remove(&key);
+            }
+        };
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => apply(o),
+            watcher::Event::Delete(o) => {
+                matching.remove(&format!(
+                    "{}/{}",
+                    o.namespace().unwrap_or_default(),
+                    o.name_any()
+                ));
+            }
+            _ => {}
+        }
+        if matching.len() >= n {
+            let t = t0.elapsed().as_secs_f64();
+            log(format!("{what}: {n}/{n} after {t:.1} s"));
+            return t;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            log(format!(
+                "{what}: {}/{n} after {:.0} s",
+                matching.len(),
+                t0.elapsed().as_secs_f64()
+            ));
+            last_report = Instant::now();
+        }
+    }
+    panic!("watch ended");
+}
+
+fn bench_selector() -> String {
+    format!("{}={}", render::labels::MANAGED_BY, render::labels::MANAGER)
+}
+
+/// The API server's request counters: (resource, subresource, verb) -> count.
+async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String, String), f64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(vec![]).unwrap())
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *out.entry((label("resource"), label("subresource"), label("verb")))
+            .or_insert(0.0) += value;
+    }
+    out
+}
+
+fn delta(
+    before: &BTreeMap<(String, String, String), f64>,
+    after: &BTreeMap<(String, String, String), f64>,
+    resource: &str,
+    sub: &str,
+    verb: &str,
+) -> f64 {
+    let key = (resource.to_string(), sub.to_string(), verb.to_string());
+    after.get(&key).unwrap_or(&0.0) - before.get(&key).unwrap_or(&0.0)
+}
+
+/// Writes the API server served for the resources kubundle writes.
+fn server_writes(
+    before: &BTreeMap<(String, String, String), f64>,
+    after: &BTreeMap<(String, String, String), f64>,
+) -> f64 {
+    let mut total = 0.0;
+    for (resource, sub) in [
+        ("deployments", ""),
+        ("services", ""),
+        ("appbundles", "status"),
+    ] {
+        for verb in ["APPLY", "PATCH", "PUT", "POST", "DELETE"] {
+            total += delta(before, after, resource, sub, verb);
+        }
+    }
+    total
+}
+
+struct Operator {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Operator {
+    async fn start(binary: &Path, concurrency: usize, log_dir: &Path) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log_file = std::fs::File::create(log_dir.join(format!("operator-{port}.log"))).unwrap();
+        let child = tokio::process::Command::new(binary)
+            .args([
+                "--listen-address",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "json",
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it: cargo build --release --bin kubundle)",
+                    binary.display()
+                )
+            });
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        while scrape(&url).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Operator { child, url }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Peak resident set size (VmHWM), MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        kb / 1024.0
+    }
+
+    /// User + system CPU seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    async fn metrics(&self) -> String {
+        scrape(&self.url)
+            .await
+            .expect("the operator stopped serving /metrics")
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+async fn scrape(url: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn series_sum(metrics: &str, prefix: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (
+                series.trim_start_matches(prefix).to_string(),
+                value.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn is_ready_on(b: &AppBundle, image: &str) -> bool {
+    let Some(status) = b.status.as_ref() else {
+        return false;
+    };
+    status.observed_generation == b.metadata.generation
+        && status.image.as_deref() == Some(image)
+        && find_condition(&status.conditions, "Ready").is_some_and(|c| c.status == "True")
+}
+
+async fn floor(client: &Client, n: usize, args: &Args) -> (f64, f64) {
+    let names = namespaces("floor", n, args.namespaces);
+    create_namespaces(client, &names).await;
+    let t0 = Instant::now();
+    let available = tokio::spawn(track(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default().labels(&bench_selector()),
+        n,
+        t0,
+        format!("floor N={n}: Deployments Available"),
+        |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1),
+    ));
+    let params = PatchParams::apply("bench-floor").force();
+    let done = Arc::new(AtomicUsize::new(0));
+    stream::iter(0..n)
+        .map(|i| {
+            let (client, params, done) = (client.clone(), params.clone(), done.clone());
+            let ns = names[i % names.len()].clone();
+            async move {
+                let mut b = bundle(&format!("app-{i}"), &ns, "nginx:1.27");
+                b.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
+                let mut d = render::deployment(&b).unwrap();
+                let mut s = render::service(&b).unwrap();
+                // No owner: the garbage collector would delete children of an AppBundle that does not exist.
+                d.metadata.owner_references = None;
+                s.metadata.owner_references = None;
+                let name = format!("app-{i}");
+                Api::<Deployment>::namespaced(client.clone(), &ns)
+                    .patch(&name, &params, &Patch::Apply(&d))
+                    .await
+                    .unwrap();
+                Api::<Service>::namespaced(client, &ns)
+                    .patch(&name, &params, &Patch::Apply(&s))
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<()>()
+        .await;
+    let children = t0.elapsed().as_secs_f64();
+    log(format!(
+        "floor N={n}: {} children applied after {children:.1} s",
+        2 * n
+    ));
+    let available = available.await.unwrap();
+    delete_namespaces(client, &names).await;
+    (children, available)
+}
+
+async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
+    let names = namespaces("bench", n, args.namespaces);
+    create_namespaces(client, &names).await;
+    let log_dir = args.out.clone();
+    let operator = Operator::start(&args.operator, args.concurrency, &log_dir).await;
+    let requests_before = apiserver_requests(client).await;
+    let writes_before = series_sum(&operator.metrics().await, "kubundle_api_writes_total");
+
+    let t0 = Instant::now();
+    let meta_selector = watcher::Config::default().labels(&bench_selector());
+    let deployments = tokio::spawn(track(
+        Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+        meta_selector.clone(),
+        n,
+        t0,
+        format!("kubundle N={n}: Deployments exist"),
+        |_| true,
+    ));
+    let services = tokio::spawn(track(
+        Api::<PartialObjectMeta<Service>>::all(client.clone()),
+        meta_selector,
+        n,
+        t0,
+        format!("kubundle N={n}: Services exist"),
+        |_| true,
+    ));
+    let ready = tokio::spawn(track(
+        Api::<AppBundle>::all(client.clone()),
+        watcher::Config::default(),
+        n,
+        t0,
+        format!("kubundle N={n}: AppBundles Ready"),
+        |b: &AppBundle| is_ready_on(b, "nginx:1.27"),
+    ));
+    stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let ns = names[i % names.len()].clone();
+            async move {
+                let b = bundle(&format!("app-{i}"), &ns, "nginx:1.27");
+                Api::<AppBundle>::namespaced(client, &ns)
+                    .create(&PostParams::default(), &b)
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<()>()
+        .await;
+    log(format!(
+        "kubundle N={n}: {n} AppBundles created after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    result.kubundle_children_s = deployments.await.unwrap().max(services.await.unwrap());
+    result.kubundle_ready_s = ready.await.unwrap();
+
+    let requests_after = apiserver_requests(client).await;
+    let per = |x: f64| x / n as f64;
+    for (resource, sub, verb) in [
+        ("deployments", "", "GET"),
+        ("services", "", "GET"),
+        ("deployments", "", "APPLY"),
+        ("services", "", "APPLY"),
+        ("appbundles", "status", "APPLY"),
+    ] {
+        let key = format!(
+            "{resource}{}{sub} {verb}",
+            if sub.is_empty() { "" } else { "/" }
+        );
+        result.requests_per_bundle.insert(
+            key,
+            per(delta(
+                &requests_before,
+                &requests_after,
+                resource,
+                sub,
+                verb,
+            )),
+        );
+    }
+    let writes_after = series_sum(&operator.metrics().await, "kubundle_api_writes_total");
+    for (series, value) in &writes_after {
+        let d = value - writes_before.get(series).unwrap_or(&0.0);
+        if d > 0.0 {
+            result
+                .operator_writes_per_bundle
+                .insert(series.clone(), per(d));
+        }
+    }
+
+    // Steady state.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ours, server) = (
+        series_sum(&operator.metrics().await, "kubundle_api_writes_total"),
+        apiserver_requests(client).await,
+    );
+    log(format!(
+        "kubundle N={n}: steady state, {} s",
+        args.steady_seconds
+    ));
+    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
+    let (ours2, server2) = (
+        series_sum(&operator.metrics().await, "kubundle_api_writes_total"),
+        apiserver_requests(client).await,
+    );
+    result.steady_writes_operator = ours2.values().sum::<f64>() - ours.values().sum::<f64>();
+    result.steady_writes_apiserver = server_writes(&server, &server2);
+    result.steady_seconds = args.steady_seconds;
+    result.operator_peak_rss_mib = operator.peak_rss_mib();
+    result.operator_cpu_s = operator.cpu_seconds();
+
+    // Restart with N existing AppBundles.
+    operator.stop().await;
+    let server_before = apiserver_requests(client).await;
+    let t0 = Instant::now();
+    let operator = Operator::start(&args.operator, args.concurrency, &log_dir).await;
+    loop {
+        let m = operator.metrics().await;
+        let reconciled = series_sum(&m, "kubundle_reconcile_total")
+            .get("{result=\"success\"}")
+            .copied()
+            .unwrap_or(0.0);
+        if reconciled >= n as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    result.restart_reconciled_s = t0.elapsed().as_secs_f64();
+    result.restart_writes = server_writes(&server_before, &apiserver_requests(client).await);
+    log(format!(
+        "kubundle N={n}: restarted, {n} reconciled after {:.1} s, {} writes",
+        result.restart_reconciled_s, result.restart_writes
+    ));
+
+    // Image update of all N.
+    let t0 = Instant::now();
+    let updated = tokio::spawn(track(
+        Api::<AppBundle>::all(client.clone()),
+        watcher::Config::default(),
+        n,
+        t0,
+        format!("kubundle N={n}: Ready on the new image"),
+        |b: &AppBundle| is_ready_on(b, "nginx:1.28"),
+    ));
+    let patch = serde_json::json!({"spec": {"image": "nginx:1.28"}});
+    stream::iter(0..n)
+        .map(|i| {
+            let (client, patch) = (client.clone(), patch.clone());
+            let ns = names[i % names.len()].clone();
+            async move {
+                Api::<AppBundle>::namespaced(client, &ns)
+                    .patch(
+                        &format!("app-{i}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<()>()
+        .await;
+    result.image_update_ready_s = updated.await.unwrap();
+    result.operator_peak_rss_after_update_mib = operator.peak_rss_mib();
+    operator.stop().await;
+    delete_namespaces(client, &names).await;
+}
+
+fn print_table(results: &[Result]) {
+    println!();
+    println!(
+        "{:>6} | {:>10} {:>10} {:>6} | {:>10} {:>10} {:>6} | {:>8} {:>7} | {:>6} {:>6} | {:>8} {:>8}",
+        "N",
+        "floor chl",
+        "kb chl",
+        "ratio",
+        "floor avl",
+        "kb ready",
+        "ratio",
+        "RSS MiB",
+        "CPU s",
+        "steady",
+        "writes",
+        "restart",
+        "update"
+    );
+    for r in results {
+        println!(
+            "{:>6} | {:>9.1}s {:>9.1}s {:>6.2} | {:>9.1}s {:>9.1}s {:>6.2} | {:>8.1} {:>7.1} | {:>6} {:>6} | {:>7.1}s {:>7.1}s",
+            r.n,
+            r.floor_children_s,
+            r.kubundle_children_s,
+            r.ratio_children,
+            r.floor_available_s,
+            r.kubundle_ready_s,
+            r.ratio_ready,
+            r.operator_peak_rss_mib,
+            r.operator_cpu_s,
+            r.steady_writes_operator,
+            r.steady_writes_apiserver,
+            r.restart_reconciled_s,
+            r.image_update_ready_s
+        );
+    }
+    for r in results {
+        println!(
+            "N={}: requests per AppBundle (API server) {:?}; kubundle writes per AppBundle {:?}",
+            r.n, r.requests_per_bundle, r.operator_writes_per_bundle
+        );
+    }
+}
+
+/// A plotted series: its label, colour, and value for one result.
+type Line = (&'static str, plotters::style::RGBColor, fn(&Result) -> f64);
+
+fn plot(results: &[Result], path: &Path) {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1100, 450)).into_drawing_area();
+        root.fill(&WHITE).unwrap();
+        let (left, right) = root.split_horizontally(560);
+        let max_n = results.iter().map(|r| r.n).max().unwrap_or(100) as f64;
+        let min_n = results.iter().map(|r| r.n).min().unwrap_or(100) as f64;
+        let x_range = (min_n * 0.8)..(max_n * 1.25);
+        let max_t = results
+            .iter()
+            .flat_map(|r| {
+                [
+                    r.floor_available_s,
+                    r.kubundle_ready_s,
+                    r.image_update_ready_s,
+                ]
+            })
+            .fold(1.0f64, f64::max);
+        let mut chart = ChartBuilder::on(&left)
+            .caption("Time to converge", ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(x_range.clone().log_scale(), 0.0..max_t * 1.1)
+            .unwrap();
+        chart
+            .configure_mesh()
+            .x_desc("AppBundles (N)")
+            .y_desc("seconds")
+            .draw()
+            .unwrap();
+        let lines: [Line; 4] = [
+            ("floor: Deployments Available", BLACK, |r| {
+                r.floor_available_s
+            }),
+            ("kubundle: all Ready", BLUE, |r| r.kubundle_ready_s),
+            ("kubundle: image update Ready", GREEN, |r| {
+                r.image_update_ready_s
+            }),
+            ("kubundle: restart reconciled", RED, |r| {
+                r.restart_reconciled_s
+            }),
+        ];
+        for (label, color, value) in lines {
+            let points: Vec<(f64, f64)> = results.iter().map(|r| (r.n as f64, value(r))).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .unwrap()
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                .unwrap();
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .unwrap();
+
+        let max_rss = results
+            .iter()
+            .map(|r| {
+                r.operator_peak_rss_mib
+                    .max(r.operator_peak_rss_after_update_mib)
+            })
+            .fold(1.0f64, f64::max);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("kubundle peak memory (RSS)", ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(x_range.log_scale(), 0.0..(max_rss * 1.2).max(70.0))
+            .unwrap();
+        chart
+            .configure_mesh()
+            .x_desc("AppBundles (N)")
+            .y_desc("MiB")
+            .draw()
+            .unwrap();
+        let points: Vec<(f64, f64)> = results
+            .iter()
+            .map(|r| {
+                (
+                    r.n as f64,
+                    r.operator_peak_rss_mib
+                        .max(r.operator_peak_rss_after_update_mib),
+                )
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))
+            .unwrap()
+            .label("peak RSS")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
+            .unwrap();
+        chart
+            .draw_series(LineSeries::new(
+                vec![(min_n * 0.8, 64.0), (max_n * 1.25, 64.0)],
+                RED.stroke_width(1),
+            ))
+            .unwrap()
+            .label("target: 64 MiB")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .unwrap();
+        root.present().unwrap();
+    }
+    let mut options = resvg::usvg::Options::default();
+    options.fontdb_mut().load_system_fonts();
+    options.font_family = "DejaVu Sans".into();
+    let tree = resvg::usvg::Tree::from_str(&svg, &options).unwrap();
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    pixmap.save_png(path).unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out).unwrap();
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG: run with the local cluster's env");
+    let mut results = Vec::new();
+    for &n in &args.sizes {
+        log(format!(
+            "=== N = {n}: floor (direct server-side apply of {} children, concurrency {})",
+            2 * n,
+            args.concurrency
+        ));
+        let (children, available) = floor(&client, n, &args).await;
+        let mut r = Result {
+            n,
+            floor_children_s: children,
+            floor_available_s: available,
+            ..Result::default()
+        };
+        log(format!(
+            "=== N = {n}: kubundle (--concurrency {})",
+            args.concurrency
+        ));
+        kubundle(&client, n, &args, &mut r).await;
+        r.ratio_children = r.kubundle_children_s / r.floor_children_s;
+        r.ratio_ready = r.kubundle_ready_s / r.floor_available_s;
+        results.push(r);
+        print_table(&results);
+        std::fs::write(
+            args.out.join("results.json"),
+            serde_json::to_string_pretty(&results).unwrap(),
+        )
+        .unwrap();
+    }
+    let png = args.out.join("bench.png");
+    plot(&results, &png);
+    log(format!(
+        "wrote {} and {}",
+        args.out.join("results.json").display(),
+        png.display()
+    ));
+}
