@@ -13,20 +13,17 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    #[error("cannot publish an Event: {0}")]
-    Event(#[source] kube::Error),
 }
 
 impl Error {
     /// Every value [`Error::label`] returns.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 6] = [
         "conflict",
         "throttled",
         "api_server_error",
         "api_rejected",
         "api_unreachable",
         "serialize",
-        "event",
     ];
 
     /// A short, stable label for metrics.
@@ -38,7 +35,6 @@ impl Error {
             Error::Api(kube::Error::Api(_)) => "api_rejected",
             Error::Api(_) => "api_unreachable",
             Error::Serialize { .. } => "serialize",
-            Error::Event(_) => "event",
         }
     }
 }

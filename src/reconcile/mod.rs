@@ -27,7 +27,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,14 +150,27 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     let store = writer.as_reader();
     let synced = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
-    let main = reflector(writer, watcher(bundles, watcher::Config::default()))
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed)
-            {
-                info!("AppBundle cache synced; reconciling");
-            }
-        })
-        .applied_objects();
+    // The cache holds what reconciling reads: managedFields and kubectl's last-applied copy of
+    // the object (often the largest parts of it) are dropped before they are stored.
+    let slim = |obj: &mut DynamicObject| {
+        obj.metadata.managed_fields = None;
+        if let Some(annotations) = obj.metadata.annotations.as_mut() {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    };
+    let main = reflector(
+        writer,
+        watcher(bundles, watcher::Config::default()).modify(slim),
+    )
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed) {
+            info!("AppBundle cache synced; reconciling");
+        }
+    })
+    .applied_objects()
+    // Only spec changes (a new generation) trigger a reconcile from the AppBundle itself: its
+    // own status writes do not. Children's changes trigger through their watches.
+    .predicate_filter(predicates::generation, PredicateConfig::default());
 
     let controller = Controller::for_stream_with(main, store.clone(), ar)
         .owns_stream_with(deployments, ())
@@ -280,22 +293,23 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     };
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
 
-    let d = ensure(
-        ctx,
-        Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
-        deployment,
-        &uid,
-        "Deployment",
-    )
-    .await?;
-    let s = ensure(
-        ctx,
-        Api::<Service>::namespaced(ctx.client.clone(), &ns),
-        service,
-        &uid,
-        "Service",
-    )
-    .await?;
+    // The two children are independent: read and apply them concurrently.
+    let (d, s) = futures::try_join!(
+        ensure(
+            ctx,
+            Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
+            deployment,
+            &uid,
+            "Deployment",
+        ),
+        ensure(
+            ctx,
+            Api::<Service>::namespaced(ctx.client.clone(), &ns),
+            service,
+            &uid,
+            "Service",
+        ),
+    )?;
     for (kind, change) in [("Deployment", d.change), ("Service", s.change)] {
         let (reason, note) = match change {
             Change::None => continue,
@@ -311,7 +325,7 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
                 ),
             ),
         };
-        publish(ctx, &reference, EventType::Normal, &reason, note).await?;
+        publish(ctx, &reference, EventType::Normal, &reason, note);
     }
 
     let blocker = d.blocker.or(s.blocker);
@@ -503,16 +517,13 @@ async fn write_status(
         && ready.status == TRUE
         && was(READY).as_deref() != Some(TRUE)
     {
-        {
-            publish(
-                ctx,
-                reference,
-                EventType::Normal,
-                "RolledOut",
-                ready.message,
-            )
-            .await?;
-        }
+        publish(
+            ctx,
+            reference,
+            EventType::Normal,
+            "RolledOut",
+            ready.message,
+        );
     }
     if let Some(stalled) = now(STALLED) {
         if stalled.status == TRUE
@@ -526,8 +537,7 @@ async fn write_status(
                 EventType::Warning,
                 &stalled.reason,
                 stalled.message,
-            )
-            .await?;
+            );
         } else if stalled.status != TRUE && was(STALLED).as_deref() == Some(TRUE) {
             publish(
                 ctx,
@@ -535,20 +545,21 @@ async fn write_status(
                 EventType::Normal,
                 "Recovered",
                 "no longer stalled".into(),
-            )
-            .await?;
+            );
         }
     }
     Ok(())
 }
 
-async fn publish(
+/// Publishes an Event in the background: Events are for people, and must not slow a reconcile
+/// (nor fail it: a lost Event is logged).
+fn publish(
     ctx: &Context,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     type_: EventType,
     reason: &str,
     note: String,
-) -> Result<()> {
+) {
     ctx.metrics.write("Event", "publish");
     let event = Event {
         type_,
@@ -557,10 +568,12 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    ctx.recorder
-        .publish(&event, reference)
-        .await
-        .map_err(Error::Event)
+    let (recorder, reference) = (ctx.recorder.clone(), reference.clone());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason = %event.reason, "cannot publish an Event");
+        }
+    });
 }
 
 /// Counts AppBundles in the cache by the status of their Ready condition: (True, False, Unknown).

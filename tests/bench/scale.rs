@@ -46,9 +46,12 @@ struct Args {
     /// Where the JSON and the PNG go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Only redraw the table and the plot from OUT/results.json.
+    #[arg(long)]
+    plot_only: bool,
 }
 
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
 struct Result {
     n: usize,
     /// Floor: seconds until all 2N children were applied, and until all N Deployments were Available.
@@ -761,7 +764,10 @@ fn plot(results: &[Result], path: &Path) {
         root.present().unwrap();
     }
     let mut options = resvg::usvg::Options::default();
-    options.fontdb_mut().load_system_fonts();
+    // plotters asks for the generic "sans-serif", which usvg maps to Arial unless told otherwise.
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    fonts.set_sans_serif_family("DejaVu Sans");
     options.font_family = "DejaVu Sans".into();
     let tree = resvg::usvg::Tree::from_str(&svg, &options).unwrap();
     let size = tree.size().to_int_size();
@@ -778,6 +784,13 @@ fn plot(results: &[Result], path: &Path) {
 async fn main() {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out).unwrap();
+    if args.plot_only {
+        let text = std::fs::read_to_string(args.out.join("results.json")).unwrap();
+        let results: Vec<Result> = serde_json::from_str(&text).unwrap();
+        print_table(&results);
+        plot(&results, &args.out.join("bench.png"));
+        return;
+    }
     let client = Client::try_default()
         .await
         .expect("KUBECONFIG: run with the local cluster's env");

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The benchmark command: builds release binaries, brings the local cluster up, runs kubundle-bench
+# (floor and kubundle at each size), and writes tests/bench/results/{results.json,bench.png}.
+#   tests/bench/run.sh                       # N = 100, 1000, 5000
+#   tests/bench/run.sh --sizes 100,1000      # any kubundle-bench flags
+# Takes minutes (progress is printed); the AppBundle CRD is installed if missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+target_dir=${CARGO_TARGET_DIR:-target}
+cargo build --locked --release --bin kubundle
+cargo build --locked --release --features bench --bin kubundle-bench
+deploy/local/cluster.sh up
+eval "$(deploy/local/cluster.sh env)"
+kubectl apply --server-side -f crds/ >/dev/null
+for _ in $(seq 60); do
+  kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
+  sleep 1
+done
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+"$target_dir/release/kubundle-bench" --operator "$target_dir/release/kubundle" --out tests/bench/results "$@"
