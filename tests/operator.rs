@@ -783,3 +783,52 @@ async fn argocd_health_check_reads_real_status() {
     assert_eq!(argocd_health(&fresh).0, "Progressing");
     delete_namespace(&client, &ns).await;
 }
+
+/// kstatus, as GitOps tools use it: Helm 4's `--wait` is kstatus. A release holding an AppBundle
+/// is installed only once kubundle reports it Ready (Current), and fails when the AppBundle is
+/// Stalled (Failed) instead of waiting for ever.
+#[tokio::test]
+async fn helm_wait_kstatus_sees_ready_and_stalled() {
+    let client = client().await;
+    let ns = create_namespace(&client, "kstatus").await;
+    let chart = repo_root().join("tests/fixtures/appbundle-chart");
+    let helm = |args: &[&str], timeout: &str| {
+        let mut cmd = std::process::Command::new("helm");
+        cmd.args(args)
+            .arg(&chart)
+            .args(["-n", &ns, "--wait", &format!("--timeout={timeout}")]);
+        cmd
+    };
+    let started = std::time::Instant::now();
+    run_ok(helm(&["install", "ready"], "60s"));
+    let b = bundles(&client, &ns).get("web").await.unwrap();
+    assert!(
+        is_ready(&b),
+        "helm --wait returned before the AppBundle was Ready: {:?}",
+        b.status
+    );
+    eprintln!("helm install --wait returned after {:?}", started.elapsed());
+
+    // A Deployment kubundle does not own blocks the next AppBundle: Stalled -> kstatus Failed.
+    run_ok(kubectl(&[
+        "create",
+        "deployment",
+        "taken",
+        "--image=busybox",
+        "-n",
+        &ns,
+    ]));
+    let started = std::time::Instant::now();
+    let out = run(helm(&["install", "stalled", "--set", "name=taken"], "20s"));
+    assert!(
+        !out.status.success(),
+        "helm --wait succeeded on a Stalled AppBundle"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "helm install --wait failed after {:?}: {}",
+        started.elapsed(),
+        stderr.trim()
+    );
+    delete_namespace(&client, &ns).await;
+}

@@ -344,3 +344,49 @@ pub struct AppBundleAddress {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<String>,
 }
+
+/// The AppBundle CustomResourceDefinition, as `crdgen` writes it.
+///
+/// One addition to what the derive generates: `status` defaults to `{observedGeneration: 0}`.
+/// kstatus (Flux, Helm 4's `--wait`) counts a custom resource without any status as Current, so a
+/// just-created AppBundle would look healthy before kubundle has even seen it. With the default,
+/// the API server hands out `observedGeneration: 0` until kubundle writes the real status, and
+/// kstatus reads that as InProgress (not yet observed).
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    use kube::CustomResourceExt;
+    let mut crd = AppBundle::crd();
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
+    crd
+}
+
+#[cfg(test)]
+mod crd_tests {
+    #[test]
+    fn status_defaults_to_not_observed() {
+        let crd = super::crd();
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap();
+        let status = &schema.properties.as_ref().unwrap()["status"];
+        assert_eq!(
+            status.default.as_ref().unwrap().0,
+            serde_json::json!({"observedGeneration": 0})
+        );
+    }
+}
