@@ -406,9 +406,12 @@ mod install {
             .get("ignored")
             .await
             .unwrap();
+        // The CRD defaults status to {observedGeneration: 0} (kstatus reads that as "not yet
+        // observed"); a reconciled AppBundle would have conditions and observedGeneration 1.
+        let status = ignored.status.unwrap_or_default();
         assert!(
-            ignored.status.is_none(),
-            "an AppBundle outside the watched namespace was reconciled"
+            status.conditions.is_empty() && status.observed_generation.unwrap_or(0) == 0,
+            "an AppBundle outside the watched namespace was reconciled: {status:?}"
         );
         run_ok(helm(&["uninstall", "kubundle", "-n", release_ns, "--wait"]));
         for ns in [&team, &other, &release_ns.to_string()] {
