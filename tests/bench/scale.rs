@@ -49,6 +49,13 @@ struct Args {
     /// Only redraw the table and the plot from OUT/results.json.
     #[arg(long)]
     plot_only: bool,
+    /// Measure convergence only (floor, then kubundle until Ready); skip the steady state, the
+    /// restart and the image update. For quick comparisons while working on the operator.
+    #[arg(long)]
+    convergence_only: bool,
+    /// The local cluster's state directory (its pids/ give the control plane's CPU time).
+    #[arg(long, env = "KUBUNDLE_CLUSTER_DIR", default_value = ".cluster")]
+    cluster_dir: PathBuf,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
@@ -62,6 +69,20 @@ struct Result {
     kubundle_ready_s: f64,
     ratio_children: f64,
     ratio_ready: f64,
+    /// CPU seconds the control plane's processes (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler, kwok) spent from the start of each phase until all Available / Ready.
+    #[serde(default)]
+    floor_control_plane_cpu_s: BTreeMap<String, f64>,
+    #[serde(default)]
+    kubundle_control_plane_cpu_s: BTreeMap<String, f64>,
+    /// Every request the API server served during each phase (from any client: the operator,
+    /// the bench, the controllers, the scheduler, kwok), per AppBundle, by "resource[/sub] VERB";
+    /// WATCH and series under 0.05 per AppBundle left out. The difference between the two is
+    /// what kubundle costs the control plane beyond the floor.
+    #[serde(default)]
+    floor_cluster_requests_per_bundle: BTreeMap<String, f64>,
+    #[serde(default)]
+    kubundle_cluster_requests_per_bundle: BTreeMap<String, f64>,
     /// API requests the API server served per AppBundle, for the operator's resources, by verb
     /// (deployments and services: GET and APPLY; appbundles/status: APPLY).
     requests_per_bundle: BTreeMap<String, f64>,
@@ -236,6 +257,37 @@ fn delta(
     after.get(&key).unwrap_or(&0.0) - before.get(&key).unwrap_or(&0.0)
 }
 
+/// All requests between two readings, per AppBundle, by "resource[/sub] VERB" (see Result).
+fn requests_per_bundle(
+    before: &BTreeMap<(String, String, String), f64>,
+    after: &BTreeMap<(String, String, String), f64>,
+    n: usize,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for ((resource, sub, verb), value) in after {
+        if verb == "WATCH" || resource.is_empty() {
+            continue;
+        }
+        let per = (value
+            - before
+                .get(&(resource.clone(), sub.clone(), verb.clone()))
+                .unwrap_or(&0.0))
+            / n as f64;
+        if per >= 0.05 {
+            let sub = if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            };
+            out.insert(
+                format!("{resource}{sub} {verb}"),
+                (per * 100.0).round() / 100.0,
+            );
+        }
+    }
+    out
+}
+
 /// Writes the API server served for the resources kubundle writes.
 fn server_writes(
     before: &BTreeMap<(String, String, String), f64>,
@@ -314,15 +366,7 @@ impl Operator {
 
     /// User + system CPU seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        cpu_seconds(self.pid()).unwrap()
     }
 
     async fn metrics(&self) -> String {
@@ -337,6 +381,52 @@ impl Operator {
             .status();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
+}
+
+/// User + system CPU seconds of a process (children not included).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds so far of each control-plane process recorded in the cluster's pids/ directory.
+fn control_plane_cpu(cluster_dir: &Path) -> BTreeMap<String, f64> {
+    let Ok(entries) = std::fs::read_dir(cluster_dir.join("pids")) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            // Each file holds "<pid> <binary>".
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let pid = text.split_whitespace().next()?.parse().ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                cpu_seconds(pid)?,
+            ))
+        })
+        .collect()
+}
+
+/// CPU seconds spent per component between two readings of `control_plane_cpu`, plus a total.
+fn cpu_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    let mut d: BTreeMap<String, f64> = after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                ((v - before.get(k).unwrap_or(&0.0)) * 100.0).round() / 100.0,
+            )
+        })
+        .collect();
+    let total = d.values().sum::<f64>();
+    d.insert("total".into(), (total * 100.0).round() / 100.0);
+    d
 }
 
 async fn scrape(url: &str) -> Option<String> {
@@ -377,9 +467,11 @@ fn is_ready_on(b: &AppBundle, image: &str) -> bool {
         && find_condition(&status.conditions, "Ready").is_some_and(|c| c.status == "True")
 }
 
-async fn floor(client: &Client, n: usize, args: &Args) -> (f64, f64) {
+async fn floor(client: &Client, n: usize, args: &Args) -> Floor {
     let names = namespaces("floor", n, args.namespaces);
     create_namespaces(client, &names).await;
+    let cpu_before = control_plane_cpu(&args.cluster_dir);
+    let requests_before = apiserver_requests(client).await;
     let t0 = Instant::now();
     let available = tokio::spawn(track(
         Api::<Deployment>::all(client.clone()),
@@ -424,8 +516,27 @@ async fn floor(client: &Client, n: usize, args: &Args) -> (f64, f64) {
         2 * n
     ));
     let available = available.await.unwrap();
+    let cpu = cpu_delta(&cpu_before, &control_plane_cpu(&args.cluster_dir));
+    let requests = requests_per_bundle(&requests_before, &apiserver_requests(client).await, n);
+    log(format!(
+        "floor N={n}: control plane CPU {:.1} s until Available",
+        cpu["total"]
+    ));
     delete_namespaces(client, &names).await;
-    (children, available)
+    Floor {
+        children,
+        available,
+        cpu,
+        requests,
+    }
+}
+
+/// What the floor phase measured.
+struct Floor {
+    children: f64,
+    available: f64,
+    cpu: BTreeMap<String, f64>,
+    requests: BTreeMap<String, f64>,
 }
 
 async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
@@ -435,6 +546,7 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
     let operator = Operator::start(&args.operator, args.concurrency, &log_dir).await;
     let requests_before = apiserver_requests(client).await;
     let writes_before = series_sum(&operator.metrics().await, "kubundle_api_writes_total");
+    let cpu_before = control_plane_cpu(&args.cluster_dir);
 
     let t0 = Instant::now();
     let meta_selector = watcher::Config::default().labels(&bench_selector());
@@ -483,8 +595,14 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
     ));
     result.kubundle_children_s = deployments.await.unwrap().max(services.await.unwrap());
     result.kubundle_ready_s = ready.await.unwrap();
+    result.kubundle_control_plane_cpu_s =
+        cpu_delta(&cpu_before, &control_plane_cpu(&args.cluster_dir));
+    result.operator_cpu_s = operator.cpu_seconds();
+    result.operator_peak_rss_mib = operator.peak_rss_mib();
 
     let requests_after = apiserver_requests(client).await;
+    result.kubundle_cluster_requests_per_bundle =
+        requests_per_bundle(&requests_before, &requests_after, n);
     let per = |x: f64| x / n as f64;
     for (resource, sub, verb) in [
         ("deployments", "", "GET"),
@@ -516,6 +634,16 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
                 .operator_writes_per_bundle
                 .insert(series.clone(), per(d));
         }
+    }
+
+    log(format!(
+        "kubundle N={n}: control plane CPU {:.1} s until Ready; operator CPU {:.1} s",
+        result.kubundle_control_plane_cpu_s["total"], result.operator_cpu_s
+    ));
+    if args.convergence_only {
+        operator.stop().await;
+        delete_namespaces(client, &names).await;
+        return;
     }
 
     // Steady state.
@@ -637,6 +765,27 @@ fn print_table(results: &[Result]) {
         println!(
             "N={}: requests per AppBundle (API server) {:?}; kubundle writes per AppBundle {:?}",
             r.n, r.requests_per_bundle, r.operator_writes_per_bundle
+        );
+        let (f, k) = (
+            &r.floor_cluster_requests_per_bundle,
+            &r.kubundle_cluster_requests_per_bundle,
+        );
+        let extra: Vec<String> = f
+            .keys()
+            .chain(k.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|key| {
+                let d = k.get(key).unwrap_or(&0.0) - f.get(key).unwrap_or(&0.0);
+                (d.abs() >= 0.1).then(|| format!("{key} {d:+.2}"))
+            })
+            .collect();
+        println!(
+            "N={}: all requests per AppBundle, floor {:.1}, kubundle {:.1}; kubundle - floor: {}",
+            r.n,
+            f.values().sum::<f64>(),
+            k.values().sum::<f64>(),
+            extra.join(", ")
         );
     }
 }
@@ -801,11 +950,13 @@ async fn main() {
             2 * n,
             args.concurrency
         ));
-        let (children, available) = floor(&client, n, &args).await;
+        let floor = floor(&client, n, &args).await;
         let mut r = Result {
             n,
-            floor_children_s: children,
-            floor_available_s: available,
+            floor_children_s: floor.children,
+            floor_available_s: floor.available,
+            floor_control_plane_cpu_s: floor.cpu,
+            floor_cluster_requests_per_bundle: floor.requests,
             ..Result::default()
         };
         log(format!(
