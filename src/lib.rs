@@ -4,10 +4,12 @@
 //! - [`api`]: the `AppBundle` custom resource, the public contract.
 //! - [`render`]: pure functions from an AppBundle to its children.
 //! - [`reconcile`]: the controller (apply, status computation, error policy).
+//! - [`events`]: Kubernetes Events about AppBundles.
 //! - [`metrics`], [`http`]: the Prometheus metrics and the health endpoints.
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -107,13 +106,7 @@ async fn main() -> ExitCode {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "kubundle".into());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kubundle".into(),
-            instance: Some(instance.clone()),
-        },
-    );
+    let events = kubundle::events::Publisher::new(client.clone(), "kubundle", &instance);
     let settings = Settings {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
@@ -121,7 +114,7 @@ async fn main() -> ExitCode {
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
-        recorder,
+        events,
         metrics.clone(),
         settings,
     ));

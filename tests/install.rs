@@ -298,6 +298,7 @@ mod install {
             (vec!["create", "deployments.apps", "-A"], true),
             (vec!["patch", "services", "-A"], true),
             (vec!["create", "events.events.k8s.io", "-A"], true),
+            (vec!["patch", "events.events.k8s.io", "-A"], false),
             (
                 vec![
                     "update",

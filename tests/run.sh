@@ -73,6 +73,9 @@ cargo test --locked --test isolated -- --test-threads=1
 step "stop the operator; cargo test --test install (chart, identities, leader election)"
 kill -TERM "$operator_pid" && wait "$operator_pid" || true
 operator_pid=
+# The install tests start cluster-wide operators and count their writes: AppBundles that earlier
+# tests left in namespaces still being deleted would be reconciled (and counted) too.
+kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
 cargo test --locked --test install -- --test-threads=1 --nocapture
 
 step "all tests passed in $((SECONDS - start))s"

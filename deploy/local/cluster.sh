@@ -19,6 +19,7 @@
 #   KUBUNDLE_CACHE_DIR     built binaries; default: ${XDG_CACHE_HOME:-~/.cache}/kubundle
 #   KUBUNDLE_NODES         number of kwok nodes (default 8)
 #   KUBUNDLE_NODE_PODS     pods each node accepts (default 1500; 8 x 1500 = 12,000 pods)
+#   KUBUNDLE_PROFILING     1: kube-apiserver serves /debug/pprof (for profiling the benchmark)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -389,7 +390,7 @@ EOF
     --service-cluster-ip-range=10.96.0.0/16 --service-node-port-range=30000-32767 \
     --authorization-mode=Node,RBAC --allow-privileged=true \
     --endpoint-reconciler-type=none \
-    --profiling=false
+    --profiling="$([ "${KUBUNDLE_PROFILING:-0}" = 1 ] && echo true || echo false)"
   wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz
 
   # QPS: the defaults (20 for the controller manager, 50 for the scheduler) would make these

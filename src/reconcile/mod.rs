@@ -24,7 +24,6 @@ use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
@@ -36,6 +35,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::api::{AppBundle, AppBundleStatus, READY, STALLED, TRUE, find_condition};
 use crate::error::{Error, Result};
+use crate::events::{EventType, Publisher};
 use crate::metrics::Metrics;
 use crate::render::{self, FIELD_MANAGER, labels};
 use status::{Blocker, Observed};
@@ -58,7 +58,7 @@ pub struct Settings {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub metrics: Metrics,
     pub settings: Settings,
     /// Consecutive failures per AppBundle, for exponential backoff; reset on success.
@@ -66,10 +66,10 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, recorder: Recorder, metrics: Metrics, settings: Settings) -> Self {
+    pub fn new(client: Client, events: Publisher, metrics: Metrics, settings: Settings) -> Self {
         Context {
             client,
-            recorder,
+            events,
             metrics,
             settings,
             failures: Mutex::default(),
@@ -310,22 +310,31 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             "Service",
         ),
     )?;
-    for (kind, change) in [("Deployment", d.change), ("Service", s.change)] {
-        let (reason, note) = match change {
-            Change::None => continue,
-            Change::Created => (
-                format!("{kind}Created"),
-                format!("Created {kind} {}", bundle.name_any()),
-            ),
-            Change::Updated => (
-                format!("{kind}Updated"),
-                format!(
-                    "Applied {kind} {}: it differed from the AppBundle",
-                    bundle.name_any()
-                ),
-            ),
+    // One Event for what this reconcile wrote, naming each child it created or changed.
+    let changes: Vec<String> = [("Deployment", d.change), ("Service", s.change)]
+        .into_iter()
+        .filter_map(|(kind, change)| match change {
+            Change::None => None,
+            Change::Created => Some(format!("created {kind} {}", bundle.name_any())),
+            Change::Updated => Some(format!(
+                "applied {kind} {} (it differed from the AppBundle)",
+                bundle.name_any()
+            )),
+        })
+        .collect();
+    if !changes.is_empty() {
+        let reason = if d.change == Change::Updated || s.change == Change::Updated {
+            "Updated"
+        } else {
+            "Created"
         };
-        publish(ctx, &reference, EventType::Normal, &reason, note);
+        publish(
+            ctx,
+            &reference,
+            EventType::Normal,
+            reason,
+            changes.join("; "),
+        );
     }
 
     let blocker = d.blocker.or(s.blocker);
@@ -561,17 +570,13 @@ fn publish(
     note: String,
 ) {
     ctx.metrics.write("Event", "publish");
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    let (recorder, reference) = (ctx.recorder.clone(), reference.clone());
+    let (events, reference, reason) = (ctx.events.clone(), reference.clone(), reason.to_string());
     tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(error = %e, reason = %event.reason, "cannot publish an Event");
+        if let Err(e) = events
+            .publish(&reference, type_, &reason, "Reconcile", &note)
+            .await
+        {
+            warn!(error = %e, %reason, "cannot publish an Event");
         }
     });
 }

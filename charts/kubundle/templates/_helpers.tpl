@@ -45,7 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
      appbundles/finalizers: update (children's ownerReferences set blockOwnerDeletion, which clusters
      with the OwnerReferencesPermissionEnforcement admission plugin check);
      deployments, services: get/list/watch (metadata watches, reads), create/patch (server-side apply);
-     events.k8s.io events: create/patch (the Event recorder creates and updates event series). */}}
+     events.k8s.io events: create (one Event per change; no series are updated). */}}
 {{- define "kubundle.rules" -}}
 - apiGroups: [kubundle.dev]
   resources: [appbundles]
@@ -64,5 +64,5 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, create, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}

@@ -1,0 +1,141 @@
+//! Kubernetes Events (events.k8s.io/v1) about AppBundles.
+//!
+//! kubundle publishes an Event only when something happens (children created or changed, a
+//! condition transition), never on every reconcile, so each one is a single create. Unlike
+//! kube-runtime's `Recorder`, nothing is cached to aggregate repeats into series: that cache holds
+//! every Event for six minutes, which at thousands of AppBundles is most of the operator's memory.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+/// Normal or Warning, as Kubernetes spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// Creates Events as `reportingController` kubundle, `reportingInstance` this process.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    controller: String,
+    instance: String,
+}
+
+impl Publisher {
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        Publisher {
+            client,
+            controller: controller.into(),
+            instance: instance.into(),
+        }
+    }
+
+    /// Creates one Event about `regarding`, in its namespace.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let event = build(
+            regarding,
+            type_,
+            reason,
+            action,
+            note,
+            &self.controller,
+            &self.instance,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let ns = regarding.namespace.as_deref().unwrap_or("default");
+        Api::<Event>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The Event object. Its name, like client-go's, is the object's name and the time in hex
+/// nanoseconds: unique per object and instant, and it sorts by time.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+    controller: &str,
+    instance: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Event {
+    let name = regarding.name.as_deref().unwrap_or("unknown");
+    // The API server rejects notes longer than 1 KiB.
+    let note: String = note.chars().take(1024).collect();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: regarding.namespace.clone(),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(type_.as_str().into()),
+        reason: Some(reason.into()),
+        action: Some(action.into()),
+        note: Some(note),
+        regarding: Some(regarding.clone()),
+        reporting_controller: Some(controller.into()),
+        reporting_instance: Some(instance.into()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_the_object_and_the_reporter() {
+        let regarding = ObjectReference {
+            kind: Some("AppBundle".into()),
+            name: Some("web".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        };
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let long = "x".repeat(2000);
+        let e = build(
+            &regarding,
+            EventType::Warning,
+            "NameConflict",
+            "Reconcile",
+            &long,
+            "kubundle",
+            "pod-1",
+            now,
+        );
+        assert_eq!(e.metadata.name.as_deref(), Some("web.17979cfe362a0000"));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("NameConflict"));
+        assert_eq!(e.reporting_controller.as_deref(), Some("kubundle"));
+        assert_eq!(e.reporting_instance.as_deref(), Some("pod-1"));
+        assert_eq!(e.note.unwrap().len(), 1024);
+        assert_eq!(e.regarding, Some(regarding));
+    }
+}
