@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kube::api::DynamicObject;
 use kube::runtime::reflector::Store;
 
 use crate::metrics::Metrics;
@@ -20,7 +19,7 @@ use crate::reconcile::count_ready;
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Metrics,
-    pub store: Store<DynamicObject>,
+    pub store: Store<crate::reconcile::CachedBundle>,
     pub ready: Arc<AtomicBool>,
     /// True while this replica stands by for the leader lease (ready: healthy and waiting).
     pub standby: Arc<AtomicBool>,

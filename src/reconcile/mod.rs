@@ -1,14 +1,17 @@
 //! The controller: for each AppBundle, read -> parse -> render -> apply the children -> status.
 //!
-//! - AppBundles are watched as untyped objects and parsed per object, so one object that does not
-//!   fit the Rust types is reported (Stalled, a Warning Event) and does not break the watch.
+//! - AppBundles are cached parsed ([`CachedBundle`]); one whose spec does not fit the Rust types
+//!   is reported (Stalled, a Warning Event) and does not break the watch.
 //! - Children are watched as metadata only (labels `app.kubernetes.io/managed-by=kubundle`): any
 //!   change or deletion of a child triggers its AppBundle's reconcile, and drift is undone.
 //! - Writes are server-side apply with field manager `kubundle`, and only when a child differs from
 //!   its rendering: a steady cluster sees no write from kubundle.
 //! - An existing object of a child's name that the AppBundle does not control is never written.
 
+mod cached;
 pub mod status;
+
+pub use cached::CachedBundle;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -20,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -62,7 +65,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub settings: Settings,
     /// Consecutive failures per AppBundle, for exponential backoff; reset on success.
-    failures: Mutex<HashMap<ObjectRef<DynamicObject>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<CachedBundle>, u32>>,
 }
 
 impl Context {
@@ -75,11 +78,6 @@ impl Context {
             failures: Mutex::default(),
         }
     }
-}
-
-/// The AppBundle API resource, for untyped access.
-pub fn appbundle_resource() -> ApiResource {
-    ApiResource::erase::<AppBundle>(&())
 }
 
 fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -97,11 +95,7 @@ pub async fn check_crd(
     client: &Client,
     namespace: Option<&str>,
 ) -> std::result::Result<(), String> {
-    let ar = appbundle_resource();
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
+    let api: Api<CachedBundle> = api_for(client, namespace);
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Err(format!(
@@ -116,7 +110,7 @@ pub async fn check_crd(
 /// The running controller's handles for the HTTP endpoints.
 pub struct Handles {
     /// The controller's cache of AppBundles.
-    pub store: Store<DynamicObject>,
+    pub store: Store<CachedBundle>,
     /// Set once the first list of AppBundles is in the cache.
     pub synced: Arc<AtomicBool>,
 }
@@ -125,11 +119,7 @@ pub struct Handles {
 pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Handles) {
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.clone();
-    let ar = appbundle_resource();
-    let bundles: Api<DynamicObject> = match ns.as_deref() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
+    let bundles: Api<CachedBundle> = api_for(&client, ns.as_deref());
     let ours =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let deployments = watcher(
@@ -146,21 +136,13 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     // The AppBundle reflector is ours rather than the Controller's, so that readiness can be read
     // off its InitDone event: the store's own wait_until_ready wakes only one waiter (the
     // Controller), so a second waiter would never be woken.
-    let writer = Writer::new(ar.clone());
+    let writer = Writer::default();
     let store = writer.as_reader();
     let synced = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
-    // The cache holds what reconciling reads: managedFields and kubectl's last-applied copy of
-    // the object (often the largest parts of it) are dropped before they are stored.
-    let slim = |obj: &mut DynamicObject| {
-        obj.metadata.managed_fields = None;
-        if let Some(annotations) = obj.metadata.annotations.as_mut() {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-        }
-    };
     let main = reflector(
         writer,
-        watcher(bundles, watcher::Config::default()).modify(slim),
+        watcher(bundles, watcher::Config::default()).modify(CachedBundle::slim),
     )
     .inspect(move |event| {
         if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed) {
@@ -172,7 +154,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     // own status writes do not. Children's changes trigger through their watches.
     .predicate_filter(predicates::generation, PredicateConfig::default());
 
-    let controller = Controller::for_stream_with(main, store.clone(), ar)
+    let controller = Controller::for_stream(main, store.clone())
         .owns_stream_with(deployments, ())
         .owns_stream_with(services, ())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
@@ -187,14 +169,14 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     (run, Handles { store, synced })
 }
 
-async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(obj: Arc<CachedBundle>, ctx: Arc<Context>) -> Result<Action> {
     let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let start = Instant::now();
     let result = reconcile_one(&obj, &ctx).instrument(span.clone()).await;
     ctx.metrics
         .reconcile_duration
         .observe(start.elapsed().as_secs_f64());
-    let key = ObjectRef::from_obj_with(&*obj, appbundle_resource());
+    let key = ObjectRef::from_obj(&*obj);
     match &result {
         Ok(_) => {
             ctx.metrics.reconciles.with_label_values(&["success"]).inc();
@@ -212,8 +194,8 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action>
 }
 
 /// Exponential backoff per AppBundle: 1 s, 2 s, 4 s, ... up to 5 minutes; reset by a success.
-fn error_policy(obj: Arc<DynamicObject>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let key = ObjectRef::from_obj_with(&*obj, appbundle_resource());
+fn error_policy(obj: Arc<CachedBundle>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*obj);
     let mut failures = ctx.failures.lock().unwrap();
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
@@ -240,27 +222,25 @@ struct Child<K> {
     blocker: Option<Blocker>,
 }
 
-async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
-    let ar = appbundle_resource();
-    let reference = obj.object_ref(&ar);
+async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> {
+    let reference = obj.object_ref(&());
     let ns = obj.namespace().unwrap_or_default();
-    let status_api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    // Status writes answer with the object, read as the cache reads it: even an AppBundle whose
+    // spec this version cannot read gets its status written.
+    let status_api: Api<CachedBundle> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
 
-    let bundle: AppBundle = match obj.clone().try_parse() {
+    let bundle = match obj.bundle() {
         Ok(bundle) => bundle,
         Err(e) => {
-            // The stored object does not fit this version's types (the schema let it through).
+            // The stored spec does not fit this version's types (the schema let it through).
             let message = format!("the AppBundle cannot be read by this version of kubundle: {e}");
             let mut stub = AppBundle::new(
                 &obj.name_any(),
                 serde_json::from_value(serde_json::json!({"image": "-"})).unwrap(),
             );
             stub.metadata = obj.metadata.clone();
-            stub.status = obj
-                .data
-                .get("status")
-                .and_then(|s| serde_json::from_value(s.clone()).ok());
+            stub.status = obj.status.clone();
             let blocker = Blocker::InvalidSpec { message };
             let status = status::compute(
                 &stub,
@@ -498,7 +478,7 @@ pub fn covers(live: &Value, desired: &Value) -> bool {
 /// Writes the status if it changed, and publishes the Events of condition transitions.
 async fn write_status(
     ctx: &Context,
-    api: &Api<DynamicObject>,
+    api: &Api<CachedBundle>,
     bundle: &AppBundle,
     status: &AppBundleStatus,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
@@ -582,14 +562,14 @@ fn publish(
 }
 
 /// Counts AppBundles in the cache by the status of their Ready condition: (True, False, Unknown).
-pub fn count_ready(store: &Store<DynamicObject>) -> (i64, i64, i64) {
+pub fn count_ready(store: &Store<CachedBundle>) -> (i64, i64, i64) {
     let (mut t, mut f, mut u) = (0, 0, 0);
     for obj in store.state() {
-        let ready = obj.data["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == READY))
-            .and_then(|c| c["status"].as_str().map(str::to_string));
-        match ready.as_deref() {
+        let ready = obj
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, READY));
+        match ready.map(|c| c.status.as_str()) {
             Some("True") => t += 1,
             Some("False") => f += 1,
             _ => u += 1,
