@@ -6,8 +6,10 @@ mod support;
 mod isolated {
     use std::time::Duration;
 
+    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Namespace;
-    use kube::api::{DeleteParams, ListParams};
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
     use kube::{Api, Client};
     use kubundle::api::AppBundle;
 
@@ -184,6 +186,142 @@ mod isolated {
             0.0,
             "the API server served writes during the steady state"
         );
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// Puts the committed CRD back when dropped, whatever the test did to it.
+    struct RestoreCrd;
+
+    impl Drop for RestoreCrd {
+        fn drop(&mut self) {
+            let crd = repo_root().join("crds/appbundles.kubundle.dev.yaml");
+            run_ok(kubectl(&[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                crd.to_str().unwrap(),
+            ]));
+        }
+    }
+
+    /// An AppBundle whose spec this version of kubundle cannot read (here: stored while another
+    /// version of the CRD let `spec.image` be a number) is reported, Stalled with the reason and
+    /// a Warning Event, and does not stop kubundle from reconciling the AppBundles next to it.
+    #[tokio::test]
+    async fn an_unreadable_bundle_is_reported_and_the_others_still_reconcile() {
+        let client = client().await;
+        let ns = create_namespace(&client, "unreadable").await;
+        let _restore = RestoreCrd;
+        run_ok(kubectl(&[
+            "patch",
+            "crd",
+            "appbundles.kubundle.dev",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/image", "value": {"x-kubernetes-int-or-string": true}}]"#,
+        ]));
+        let odd = "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: odd}\nspec: {image: 5, ports: [{containerPort: 80}]}\n";
+        // The API server serves the patched schema a moment after the CRD is updated.
+        eventually(
+            Duration::from_secs(30),
+            "the loosened CRD to accept image: 5",
+            || async {
+                let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], odd);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).to_string())
+                }
+            },
+        )
+        .await;
+        apply_yaml(
+            &ns,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: fine}\nspec: {image: nginx, ports: [{containerPort: 80}]}\n",
+        );
+
+        let typed: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        wait_bundle(
+            &typed,
+            "fine",
+            Duration::from_secs(30),
+            "fine Ready",
+            is_ready,
+        )
+        .await;
+
+        // The odd one cannot be read as an AppBundle by the tests either: read it untyped.
+        let untyped: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<AppBundle>(&()));
+        let stalled = eventually(Duration::from_secs(30), "odd Stalled", || async {
+            let obj = untyped.get("odd").await.map_err(|e| e.to_string())?;
+            let conditions = obj.data["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            conditions
+                .into_iter()
+                .find(|c| c["type"] == "Stalled" && c["status"] == "True")
+                .ok_or_else(|| format!("status: {}", obj.data["status"]))
+        })
+        .await;
+        assert_eq!(stalled["reason"], "InvalidSpec");
+        let message = stalled["message"].as_str().unwrap();
+        assert!(
+            message.contains("cannot be read by this version of kubundle")
+                && message.contains("spec"),
+            "{message}"
+        );
+
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        eventually(
+            Duration::from_secs(30),
+            "a Warning Event on odd",
+            || async {
+                let list = events
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                list.items
+                    .into_iter()
+                    .find(|e| {
+                        e.type_.as_deref() == Some("Warning")
+                            && e.reason.as_deref() == Some("InvalidSpec")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("odd")
+                    })
+                    .map(|_| ())
+                    .ok_or_else(|| "none yet".to_string())
+            },
+        )
+        .await;
+
+        // Nothing was created for it, and the operator still works: a spec change of the other
+        // AppBundle is rolled out.
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        assert!(deployments.get_opt("odd").await.unwrap().is_none());
+        run_ok(kubectl(&[
+            "patch",
+            "appbundle",
+            "fine",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"image": "nginx:1.28"}}"#,
+        ]));
+        let fine = wait_bundle(
+            &typed,
+            "fine",
+            Duration::from_secs(30),
+            "fine Ready on nginx:1.28",
+            |b| {
+                is_ready(b)
+                    && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some("nginx:1.28")
+            },
+        )
+        .await;
+        assert_eq!(fine.spec.image, "nginx:1.28");
         delete_namespace(&client, &ns).await;
     }
 }
