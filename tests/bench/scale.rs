@@ -803,6 +803,9 @@ fn plot(results: &[Result], path: &Path) {
         let max_n = results.iter().map(|r| r.n).max().unwrap_or(100) as f64;
         let min_n = results.iter().map(|r| r.n).min().unwrap_or(100) as f64;
         let x_range = (min_n * 0.8)..(max_n * 1.25);
+        // Ticks at the measured sizes only, as whole numbers.
+        let sizes: Vec<f64> = results.iter().map(|r| r.n as f64).collect();
+        let whole = |v: &f64| format!("{v:.0}");
         let max_t = results
             .iter()
             .flat_map(|r| {
@@ -818,12 +821,17 @@ fn plot(results: &[Result], path: &Path) {
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(x_range.clone().log_scale(), 0.0..max_t * 1.1)
+            .build_cartesian_2d(
+                x_range.clone().log_scale().with_key_points(sizes.clone()),
+                0.0..max_t * 1.1,
+            )
             .unwrap();
         chart
             .configure_mesh()
             .x_desc("AppBundles (N)")
             .y_desc("seconds")
+            .x_label_formatter(&whole)
+            .y_label_formatter(&whole)
             .draw()
             .unwrap();
         let lines: [Line; 4] = [
@@ -869,32 +877,36 @@ fn plot(results: &[Result], path: &Path) {
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(x_range.log_scale(), 0.0..(max_rss * 1.2).max(70.0))
+            .build_cartesian_2d(
+                x_range.log_scale().with_key_points(sizes),
+                0.0..(max_rss * 1.2).max(70.0),
+            )
             .unwrap();
         chart
             .configure_mesh()
             .x_desc("AppBundles (N)")
             .y_desc("MiB")
+            .x_label_formatter(&whole)
+            .y_label_formatter(&whole)
             .draw()
             .unwrap();
-        let points: Vec<(f64, f64)> = results
-            .iter()
-            .map(|r| {
-                (
-                    r.n as f64,
-                    r.operator_peak_rss_mib
-                        .max(r.operator_peak_rss_after_update_mib),
-                )
-            })
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))
-            .unwrap()
-            .label("peak RSS")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
-            .unwrap();
+        let lines: [Line; 2] = [
+            ("creating N AppBundles", BLUE, |r| r.operator_peak_rss_mib),
+            ("restarted, then image update", GREEN, |r| {
+                r.operator_peak_rss_after_update_mib
+            }),
+        ];
+        for (label, color, value) in lines {
+            let points: Vec<(f64, f64)> = results.iter().map(|r| (r.n as f64, value(r))).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .unwrap()
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                .unwrap();
+        }
         chart
             .draw_series(LineSeries::new(
                 vec![(min_n * 0.8, 64.0), (max_n * 1.25, 64.0)],
