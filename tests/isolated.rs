@@ -8,7 +8,6 @@ mod isolated {
 
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Namespace;
-    use k8s_openapi::api::events::v1::Event;
     use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
     use kube::{Api, Client};
     use kubundle::api::AppBundle;
@@ -274,27 +273,8 @@ mod isolated {
             "{message}"
         );
 
-        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        eventually(
-            Duration::from_secs(30),
-            "a Warning Event on odd",
-            || async {
-                let list = events
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                list.items
-                    .into_iter()
-                    .find(|e| {
-                        e.type_.as_deref() == Some("Warning")
-                            && e.reason.as_deref() == Some("InvalidSpec")
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("odd")
-                    })
-                    .map(|_| ())
-                    .ok_or_else(|| "none yet".to_string())
-            },
-        )
-        .await;
+        let warning = warning_event(&client, &ns, "odd").await;
+        assert_eq!(warning.reason.as_deref(), Some("InvalidSpec"));
 
         // Nothing was created for it, and the operator still works: a spec change of the other
         // AppBundle is rolled out.

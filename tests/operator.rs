@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -426,21 +425,7 @@ async fn an_unowned_deployment_is_not_taken_over() {
     );
     assert_eq!(condition_of(&b, "Ready").unwrap().0, "False");
 
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let warning = eventually(SECONDS_30, "a Warning Event on the AppBundle", || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .into_iter()
-            .find(|e| {
-                e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("taken")
-            })
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await;
+    let warning = warning_event(&client, &ns, "taken").await;
     assert_eq!(warning.reason.as_deref(), Some("NameConflict"));
 
     // Not modified: the same spec, labels, annotations and owners, and no new field manager (the

@@ -309,3 +309,31 @@ pub fn token_kubeconfig(token: &str, file_name: &str) -> PathBuf {
     std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
     path
 }
+
+/// Waits for a Warning Event regarding the object `name` in `namespace`, returning it.
+pub async fn warning_event(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    eventually(
+        Duration::from_secs(30),
+        &format!("a Warning Event on {name}"),
+        || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                })
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
+    .await
+}
