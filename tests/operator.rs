@@ -677,12 +677,21 @@ fn startup_without_the_crd_fails_with_a_clear_error() {
             .env("KUBUNDLE_NODES", "1");
         cmd
     };
-    run_ok(cluster("up"));
+    // Brings the second cluster down however the test ends, even when `up` itself failed half way.
+    struct Down<F: Fn(&str) -> std::process::Command>(F, std::path::PathBuf);
+    impl<F: Fn(&str) -> std::process::Command> Drop for Down<F> {
+        fn drop(&mut self) {
+            let _ = (self.0)("down").output();
+            let _ = std::fs::remove_file(self.1.with_extension("lock"));
+        }
+    }
+    let down = Down(cluster, dir.clone());
+    run_ok((down.0)("up"));
     let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_kubundle"))
         .args(["--listen-address", "127.0.0.1:0", "--log-format", "text"])
         .env("KUBECONFIG", dir.join("kubeconfig")));
-    run_ok(cluster("down"));
-    let _ = std::fs::remove_file(dir.with_extension("lock"));
+    run_ok((down.0)("down"));
+    drop(down); // a second `down` finds no state and does nothing
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

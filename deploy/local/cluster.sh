@@ -139,21 +139,27 @@ kubectl() { "$(k8s_bin)/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
 
 # ---------------------------------------------------------------- processes
 
-# Ports in LISTEN state on this machine, from /proc (no extra tools needed).
-listening_ports() {
-  local _sl local_addr _rem st _rest
-  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | while read -r _sl local_addr _rem st _rest; do
-    [ "$st" = 0A ] && echo $((16#${local_addr##*:}))
+# Local ports of every TCP socket on this machine, in any state, from /proc (no extra tools needed).
+used_ports() {
+  local _sl local_addr _rest
+  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | while read -r _sl local_addr _rest; do
+    [[ $local_addr == *:* ]] && echo $((16#${local_addr##*:}))
   done | sort -un
 }
 
-# free_ports N: N distinct ports that nothing listens on, chosen at random so that a second cluster
-# (another checkout) or a stale one does not collide with this one.
+# free_ports N: N distinct ports that no socket uses, chosen at random so that a second cluster
+# (another checkout, a test's own cluster) or a stale one does not collide with this one.
+# They come from below the kernel's ephemeral range (ip_local_port_range, 32768 by default) and below
+# the NodePort range: a port handed out by the kernel for `bind(0)` or an outgoing connection between
+# choosing and binding can then never take one of ours (that race once failed a CI run).
 free_ports() {
-  local want=$1 taken port out=()
-  taken=" $(listening_ports | tr '\n' ' ') "
+  local want=$1 taken port out=() low=10000 high=30000 eph_low _eph_high
+  read -r eph_low _eph_high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
+  [ "$eph_low" -lt "$high" ] && high=$eph_low
+  [ "$high" -gt $((low + 1000)) ] || die "ip_local_port_range starts at $eph_low: no room for the cluster's ports below it"
+  taken=" $(used_ports | tr '\n' ' ') "
   while [ "${#out[@]}" -lt "$want" ]; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((low + (RANDOM * 32768 + RANDOM) % (high - low)))
     [[ $taken == *" $port "* ]] && continue
     taken+="$port "
     out+=("$port")

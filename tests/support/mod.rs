@@ -246,7 +246,30 @@ impl Operator {
     /// Starts the operator binary with `args` (any `--listen-address` in them is replaced by one on
     /// a free loopback port), environment `env`, and `KUBECONFIG=kubeconfig`; waits until it
     /// serves its HTTP endpoints.
+    ///
+    /// The port is one the kernel just handed out and released, so something else may take it
+    /// before the operator binds it; the operator then exits with "cannot listen", and this tries
+    /// again on another port (a few times). Any other exit fails the test.
     pub async fn start(args: &[String], env: &[(String, String)], kubeconfig: &Path) -> Operator {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(args, env, kubeconfig).await {
+                Ok(operator) => return operator,
+                Err(log) if attempts < 5 && log.contains("cannot listen") => {
+                    eprintln!("the operator's port was taken before it bound it; retrying: {log}")
+                }
+                Err(log) => panic!("the operator exited: {log}"),
+            }
+        }
+    }
+
+    /// One attempt of [`Operator::start`]: `Err` with the operator's log if it exited.
+    async fn try_start(
+        args: &[String],
+        env: &[(String, String)],
+        kubeconfig: &Path,
+    ) -> Result<Operator, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -269,7 +292,7 @@ impl Operator {
         {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("the operator exited ({status}): {log}");
+                return Err(format!("({status}) {log}"));
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
@@ -277,7 +300,7 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Operator { child, url }
+        Ok(Operator { child, url })
     }
 
     /// The value of one metric series, from /metrics.
