@@ -80,7 +80,8 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .init();
     } else {
-        builder.init();
+        // Colours only on a terminal: text logs piped to a file stay plain.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 

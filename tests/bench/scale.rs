@@ -319,7 +319,7 @@ impl Operator {
             .unwrap()
             .port();
         let log_file = std::fs::File::create(log_dir.join(format!("operator-{port}.log"))).unwrap();
-        let child = tokio::process::Command::new(binary)
+        let mut child = tokio::process::Command::new(binary)
             .args([
                 "--listen-address",
                 &format!("127.0.0.1:{port}"),
@@ -340,6 +340,12 @@ impl Operator {
             });
         let url = format!("http://127.0.0.1:{port}/metrics");
         while scrape(&url).await.is_none() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "the operator exited ({status}); its log: {}",
+                    log_dir.join(format!("operator-{port}.log")).display()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Operator { child, url }

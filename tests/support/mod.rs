@@ -243,64 +243,44 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator binary with `args` (any `--listen-address` in them is replaced by one on
-    /// a free loopback port), environment `env`, and `KUBECONFIG=kubeconfig`; waits until it
+    /// Starts the operator binary with `args` (any `--listen-address` in them is replaced by port
+    /// 0 on loopback: the kernel picks a free port as the operator binds it, so nothing can take
+    /// it in between), environment `env`, and `KUBECONFIG=kubeconfig`; reads the bound address
+    /// from its start-up log line (so `args` must keep the JSON log format) and waits until it
     /// serves its HTTP endpoints.
-    ///
-    /// The port is one the kernel just handed out and released, so something else may take it
-    /// before the operator binds it; the operator then exits with "cannot listen", and this tries
-    /// again on another port (a few times). Any other exit fails the test.
     pub async fn start(args: &[String], env: &[(String, String)], kubeconfig: &Path) -> Operator {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match Self::try_start(args, env, kubeconfig).await {
-                Ok(operator) => return operator,
-                Err(log) if attempts < 5 && log.contains("cannot listen") => {
-                    eprintln!("the operator's port was taken before it bound it; retrying: {log}")
-                }
-                Err(log) => panic!("the operator exited: {log}"),
-            }
-        }
-    }
-
-    /// One attempt of [`Operator::start`]: `Err` with the operator's log if it exited.
-    async fn try_start(
-        args: &[String],
-        env: &[(String, String)],
-        kubeconfig: &Path,
-    ) -> Result<Operator, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::env::temp_dir().join(format!("kubundle-test-operator-{port}.log"));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!(
+            "kubundle-test-operator-{}-{n}.log",
+            std::process::id()
+        ));
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubundle"))
             .args(args.iter().filter(|a| !a.starts_with("--listen-address")))
-            .arg(format!("--listen-address=127.0.0.1:{port}"))
+            .arg("--listen-address=127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KUBECONFIG", kubeconfig)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("cannot start the operator");
-        let url = format!("http://127.0.0.1:{port}");
         let start = std::time::Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(address) = text.lines().find_map(listen_address) {
+                let url = format!("http://{address}");
+                if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                    return Operator { child, url };
+                }
+            }
             if let Some(status) = child.try_wait().unwrap() {
-                return Err(format!("({status}) {log}"));
+                panic!("the operator exited ({status}): {text}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "the operator did not start in 30 s: {log}"
+                "the operator did not start in 30 s: {text}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Operator { child, url })
     }
 
     /// The value of one metric series, from /metrics.
@@ -315,6 +295,14 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in the operator's "kubundle starting" log line (JSON log format, the chart's).
+fn listen_address(line: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    (json["message"] == "kubundle starting")
+        .then(|| json["address"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 /// A kubeconfig for the local cluster that authenticates with `token` (e.g. a ServiceAccount's,
