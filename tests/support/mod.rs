@@ -300,9 +300,10 @@ impl Drop for Operator {
 /// The address in the operator's "kubundle starting" log line (JSON log format, the chart's).
 fn listen_address(line: &str) -> Option<String> {
     let json: serde_json::Value = serde_json::from_str(line).ok()?;
-    (json["message"] == "kubundle starting")
-        .then(|| json["address"].as_str().map(str::to_owned))
-        .flatten()
+    if json["message"] != "kubundle starting" {
+        return None;
+    }
+    json["address"].as_str().map(str::to_owned)
 }
 
 /// A kubeconfig for the local cluster that authenticates with `token` (e.g. a ServiceAccount's,
