@@ -73,6 +73,18 @@ impl Publisher {
 
 /// The Event object. Its name, like client-go's, is the object's name and the time in hex
 /// nanoseconds: unique per object and instant, and it sorts by time.
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build(
     regarding: &ObjectReference,
@@ -85,8 +97,8 @@ fn build(
     now: k8s_openapi::jiff::Timestamp,
 ) -> Event {
     let name = regarding.name.as_deref().unwrap_or("unknown");
-    // The API server rejects notes longer than 1 KiB.
-    let note: String = note.chars().take(1024).collect();
+    // The API server rejects notes longer than 1 KiB (bytes): cut on a character boundary.
+    let note = truncate_utf8(note, 1024).to_string();
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{name}.{:x}", now.as_nanosecond())),
@@ -137,5 +149,14 @@ mod tests {
         assert_eq!(e.reporting_instance.as_deref(), Some("pod-1"));
         assert_eq!(e.note.unwrap().len(), 1024);
         assert_eq!(e.regarding, Some(regarding));
+    }
+
+    #[test]
+    fn notes_are_cut_within_1024_bytes_on_a_character_boundary() {
+        let long = "é".repeat(700); // 1400 bytes
+        let cut = truncate_utf8(&long, 1024);
+        assert_eq!(cut.len(), 1024);
+        assert_eq!(truncate_utf8(&format!("x{long}"), 1024).len(), 1023);
+        assert_eq!(truncate_utf8("short", 1024), "short");
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves),
-//! `/readyz` (the controller has listed its AppBundles and is reconciling, or this replica stands
+//! `/readyz` (the controller has listed its AppBundles, its watches are not failing and it is
+//! reconciling, or this replica stands
 //! by for the leader lease).
 
 use std::sync::Arc;
@@ -21,6 +22,9 @@ pub struct HttpState {
     pub metrics: Metrics,
     pub store: Store<crate::reconcile::CachedBundle>,
     pub ready: Arc<AtomicBool>,
+    /// The health of the watch streams (not ready while one keeps failing; /healthz stays ok:
+    /// restarting the process would not bring the API server back).
+    pub watches: Arc<crate::reconcile::watches::WatchHealth>,
     /// True while this replica stands by for the leader lease (ready: healthy and waiting).
     pub standby: Arc<AtomicBool>,
 }
@@ -46,12 +50,25 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.standby.load(Ordering::Relaxed) || state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
+    if state.standby.load(Ordering::Relaxed) {
+        return (StatusCode::OK, "ok".to_string());
+    }
+    let failing = state.watches.failing();
+    if !failing.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "watches failing (the API server may be unreachable): {}",
+                failing.join(", ")
+            ),
+        );
+    }
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the AppBundle cache is not synced yet",
+            "the AppBundle cache is not synced yet".to_string(),
         )
     }
 }

@@ -137,6 +137,7 @@ async fn main() -> ExitCode {
         metrics: metrics.clone(),
         store: handles.store,
         ready: handles.synced,
+        watches: handles.watches,
         standby: standby.clone(),
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

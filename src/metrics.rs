@@ -21,6 +21,8 @@ pub struct Metrics {
     pub appbundles: IntGaugeVec,
     /// 1 while this replica is the leader (or leader election is off), 0 while it stands by.
     pub leader: prometheus::IntGauge,
+    /// Failed watch requests by resource (appbundles, deployments, services).
+    pub watch_errors: IntCounterVec,
     /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
     process: Registry,
 }
@@ -73,8 +75,17 @@ impl Metrics {
             "1 while this replica is the leader and reconciles (or leader election is off), 0 while it stands by",
         )
         .unwrap();
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "watch_errors_total",
+                "Failed watch requests (the stream retries with backoff), by resource",
+            ),
+            &["resource"],
+        )
+        .unwrap();
         for c in [
             Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(watch_errors.clone()),
             Box::new(reconciles.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(errors.clone()),
@@ -92,6 +103,9 @@ impl Metrics {
         // Every series is exported from the start (at 0), so rates and alerts work before the first event.
         for result in ["success", "error"] {
             reconciles.with_label_values(&[result]).reset();
+        }
+        for resource in ["appbundles", "deployments", "services"] {
+            watch_errors.with_label_values(&[resource]).reset();
         }
         for reason in crate::error::Error::LABELS {
             errors.with_label_values(&[reason]).reset();
@@ -114,6 +128,7 @@ impl Metrics {
             writes,
             appbundles,
             leader,
+            watch_errors,
             process,
         }
     }
@@ -133,13 +148,46 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut families = self.registry.gather();
-        families.extend(self.process.gather());
+        // The process collector counts CPU time in whole seconds (an integer counter): replaced
+        // by the exact value.
+        families.extend(
+            self.process
+                .gather()
+                .into_iter()
+                .filter(|f| f.name() != "process_cpu_seconds_total"),
+        );
+        families.push(cpu_seconds_family());
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&families, &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// CPU time (user and system) this process has used, in seconds, with microsecond precision.
+pub fn process_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a rusage into the pointer it is given; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before).
+    let usage = unsafe { usage.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+fn cpu_seconds_family() -> prometheus::proto::MetricFamily {
+    let counter = prometheus::Counter::new(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+    )
+    .expect("a valid metric");
+    counter.inc_by(process_cpu_seconds());
+    use prometheus::core::Collector;
+    counter.collect().remove(0)
 }
 
 impl Default for Metrics {

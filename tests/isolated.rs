@@ -188,6 +188,100 @@ mod isolated {
         delete_namespace(&client, &ns).await;
     }
 
+    /// Values the API server normalises (`cpu: 1000m` stored as `1`, `1024Mi` as `1Gi`, `1e9` as
+    /// `1G`, an empty env value dropped) and entries another manager adds to kubundle's lists
+    /// (`kubectl set env`) cause no re-apply: a scale is exactly one Deployment apply, and status
+    /// changes and foreign edits none. (Before: every reconcile re-applied, with a false "Updated"
+    /// Event each time.)
+    #[tokio::test]
+    async fn normalised_values_cause_no_reapply() {
+        let client = client().await;
+        wait_for_test_namespaces_to_go(&client).await;
+        let ns = create_namespace(&client, "normalised").await;
+        apply_yaml(
+            &ns,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: norm}\nspec:\n  image: nginx:1.27\n  ports: [{containerPort: 80}]\n  args: []\n  env: [{name: EMPTY, value: ''}, {name: B, value: x}]\n  resources: {requests: {cpu: 1000m, memory: 1024Mi}, limits: {memory: '1e9'}}\n  podTemplate: {labels: {}, annotations: {}}\n",
+        );
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        wait_bundle(&api, "norm", Duration::from_secs(30), "Ready", is_ready).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let url = format!("{}/metrics", metrics_url());
+        let applies = |text: &str| {
+            sample(
+                text,
+                r#"kubundle_api_writes_total{kind="Deployment",verb="apply"}"#,
+            )
+            .unwrap()
+                + sample(
+                    text,
+                    r#"kubundle_api_writes_total{kind="Service",verb="apply"}"#,
+                )
+                .unwrap()
+        };
+        let before = applies(&scrape(&url).await);
+
+        // A scale: one apply (replicas), then the Deployment's status steps make none.
+        run_ok(kubectl(&[
+            "scale",
+            "appbundle",
+            "norm",
+            "-n",
+            &ns,
+            "--replicas=3",
+        ]));
+        wait_bundle(&api, "norm", Duration::from_secs(30), "Ready at 3", |b| {
+            is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
+        })
+        .await;
+        // Another manager adds an env var: left alone (it is theirs), and no apply loop.
+        run_ok(kubectl(&[
+            "set",
+            "env",
+            "deployment/norm",
+            "-n",
+            &ns,
+            "FOO=bar",
+        ]));
+        wait_bundle(
+            &api,
+            "norm",
+            Duration::from_secs(30),
+            "Ready after set env",
+            is_ready,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let after = applies(&scrape(&url).await);
+        assert_eq!(
+            after - before,
+            1.0,
+            "applies for one scale and one foreign env var"
+        );
+        let d: Deployment = Api::namespaced(client.clone(), &ns)
+            .get("norm")
+            .await
+            .unwrap();
+        let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(env.iter().any(|e| e.name == "FOO"), "{env:?}");
+
+        // No "Updated" Event: nothing kubundle applied changed anything but replicas.
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+        let updated: Vec<_> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Updated"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(updated.len() <= 1, "false Updated Events: {updated:?}");
+        delete_namespace(&client, &ns).await;
+    }
+
     /// Puts the committed CRD back when dropped, whatever the test did to it.
     struct RestoreCrd;
 

@@ -6,7 +6,9 @@
 #   4. cargo test: unit tests and the end-to-end tests in tests/; then tests/isolated.rs (needs the
 #      cluster to itself) alone; then, with the operator stopped, tests/install.rs (the chart, the
 #      operator under the chart's identity, leader election between two replicas)
-#   5. stops the operator and brings the cluster down, whether the tests passed or not
+#   5. tests/faults.rs alone: the API server and etcd stopped and restarted, the operator killed
+#      mid-rollout (each test starts the operator it observes)
+#   6. stops the operator and brings the cluster down, whether the tests passed or not
 # Set KUBUNDLE_KEEP_CLUSTER=1 to leave the cluster running afterwards (to poke at it).
 # Extra arguments go to the main `cargo test` run (e.g. `tests/run.sh --test operator`).
 set -euo pipefail
@@ -66,7 +68,7 @@ step "plain manifests are up to date (deploy/kubectl from charts/kubundle)"
 deploy/kubectl/render.sh --check
 
 step "cargo test (unit and end-to-end)"
-cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install::
+cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install:: --skip faults::
 step "cargo test --test isolated (needs the cluster to itself: exact counts, steady state)"
 cargo test --locked --test isolated -- --test-threads=1
 
@@ -77,5 +79,9 @@ operator_pid=
 # tests left in namespaces still being deleted would be reconciled (and counted) too.
 kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
 cargo test --locked --test install -- --test-threads=1 --nocapture
+
+step "cargo test --test faults (API server and etcd restarts, the operator killed mid-rollout)"
+kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
+cargo test --locked --test faults -- --test-threads=1 --nocapture
 
 step "all tests passed in $((SECONDS - start))s"

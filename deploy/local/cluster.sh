@@ -11,6 +11,9 @@
 #   status           show each component's process and health, and the nodes
 #   logs [component] list the log files, or print one component's log (etcd, kube-apiserver, ...)
 #   down             stop the processes this script started and remove the cluster state
+#   restart COMPONENT [--down SECONDS]
+#                    stop one component (SIGTERM), keep all state, wait SECONDS (default 0), start it
+#                    again with the same flags and wait until it serves: fault injection for tests
 #   build            only build (or find in the cache) the binaries, print their directories
 #
 # Environment:
@@ -174,8 +177,11 @@ start() {
   local bin
   bin=$(binary_of "$comp")
   # fds 8 and 9 hold this script's locks: a daemon must not inherit them (it would hold them forever).
-  nohup "$bin" "$@" >"$state/logs/$comp.log" 2>&1 </dev/null 8>&- 9>&- &
+  nohup "$bin" "$@" >>"$state/logs/$comp.log" 2>&1 </dev/null 8>&- 9>&- &
   echo "$! $bin" >"$state/pids/$comp"
+  # The flags, for `restart` (one shell-quoted word each).
+  mkdir -p "$state/args"
+  printf '%q\n' "$@" >"$state/args/$comp"
 }
 
 # running COMPONENT: its recorded process is alive and still runs the recorded binary (a PID can be
@@ -274,24 +280,57 @@ cluster_healthy() {
   kubectl get --raw /readyz >/dev/null 2>&1
 }
 
-stop_processes() {
-  local i comp pid
-  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
-    comp=${components[$i]}
-    [ -f "$state/pids/$comp" ] || continue
+# stop_one COMPONENT: SIGTERM, then SIGKILL after 15 s; forget its PID.
+stop_one() {
+  local comp=$1 pid
+  [ -f "$state/pids/$comp" ] || return 0
+  if running "$comp"; then
+    pid=$(pid_of "$comp")
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while running "$comp" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
     if running "$comp"; then
-      pid=$(pid_of "$comp")
-      kill -TERM "$pid" 2>/dev/null || true
-      local deadline=$((SECONDS + 15))
-      while running "$comp" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-      if running "$comp"; then
-        log "$comp (pid $pid) ignored SIGTERM for 15s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        while running "$comp"; do sleep 0.1; done
-      fi
+      log "$comp (pid $pid) ignored SIGTERM for 15s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      while running "$comp"; do sleep 0.1; done
     fi
-    rm -f "$state/pids/$comp"
+  fi
+  rm -f "$state/pids/$comp"
+}
+
+stop_processes() {
+  local i
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    stop_one "${components[$i]}"
   done
+}
+
+# restart COMPONENT [--down SECONDS]
+cmd_restart() {
+  local comp=${1:-} down=0
+  [ -n "$comp" ] || die "usage: $0 restart COMPONENT [--down SECONDS]; components: ${components[*]}"
+  shift
+  if [ "${1:-}" = --down ]; then down=${2:?--down needs a number of seconds}; fi
+  [[ " ${components[*]} " == *" $comp "* ]] || die "unknown component '$comp'; components: ${components[*]}"
+  [ -f "$state/args/$comp" ] || die "no recorded flags for $comp in $state (is the cluster up?)"
+  exec 8>"$state.lock"
+  flock 8
+  # shellcheck source=/dev/null
+  source "$state/ports.env"
+  local args=() word
+  while IFS= read -r word; do eval "args+=($word)"; done <"$state/args/$comp"
+  local t0=$SECONDS
+  log "stopping $comp"
+  stop_one "$comp"
+  [ "$down" -gt 0 ] && { log "$comp down for ${down}s"; sleep "$down"; }
+  log "starting $comp with its recorded flags"
+  start "$comp" "${args[@]}"
+  case $comp in
+    etcd) wait_for 60 "etcd" curl -sf "http://127.0.0.1:$ETCD_METRICS_PORT/health" ;;
+    kube-apiserver) wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz ;;
+    *) sleep 1; running "$comp" || die "$comp exited after restart; log: $state/logs/$comp.log" ;;
+  esac
+  log "$comp restarted ($((SECONDS - t0))s)"
 }
 
 cmd_down() {
@@ -476,6 +515,7 @@ case ${1:-} in
   env) cmd_env ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
   build)
     build_all
     echo "kubernetes: $(k8s_bin)"

@@ -36,6 +36,13 @@ pub mod reason {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// The API server refused a write (forbidden, invalid).
     pub const WRITE_REFUSED: &str = "WriteRefused";
+    /// An object of a child's name is being deleted; kubundle waits for it to go.
+    pub const CHILD_TERMINATING: &str = "ChildTerminating";
+    /// Old pods are still terminating after a rollout.
+    pub const PODS_TERMINATING: &str = "PodsTerminating";
+    /// The Deployment cannot create pods (quota, admission, a missing ServiceAccount, an invalid
+    /// pod): the Deployment's ReplicaFailure condition.
+    pub const POD_CREATION_FAILED: &str = "PodCreationFailed";
     /// The spec cannot be rendered (a case the schema could not catch).
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Nothing is in progress or stalled.

@@ -52,6 +52,8 @@ pub const GROUP: &str = "kubundle.dev";
         .message("metadata.name must be at most 63 characters of lowercase letters, digits and '-', start with a letter and end with a letter or digit: it names the Service and is a label value"),
 )]
 #[x_kube(
+    validation = Rule::new("(has(self.service) && has(self.service.type) && self.service.type == 'Headless') == (has(oldSelf.service) && has(oldSelf.service.type) && oldSelf.service.type == 'Headless')")
+        .message("spec.service.type cannot change to or from Headless: a Service's cluster IP cannot be added or removed in place. Delete the AppBundle and create it again with the new type (its pods are re-created too), or create a second AppBundle under a new name"),
     validation = Rule::new("self.ports.size() > 0 || (has(self.service) && has(self.service.type) && self.service.type == 'Headless')")
         .message("spec.ports must list at least one port: the Service exposes them (only a Headless service may have none)"),
     validation = Rule::new("self.ports.all(p, !has(p.nodePort)) || (has(self.service) && has(self.service.type) && self.service.type in ['NodePort', 'LoadBalancer'])")
@@ -61,6 +63,8 @@ pub const GROUP: &str = "kubundle.dev";
 pub struct AppBundleSpec {
     /// Container image to run, e.g. `us-docker.pkg.dev/google-samples/containers/gke/gb-frontend:v5`.
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("!self.matches('^\\\\s') && !self.matches('\\\\s$')")
+        .message("spec.image must not start or end with whitespace (pods with such an image cannot be created)"))]
     pub image: String,
 
     /// Number of pods. Defaults to 1. Also exposed through the scale subresource, so
@@ -103,8 +107,9 @@ pub struct AppBundleSpec {
     pub service: Option<ServiceSpec>,
 
     /// Environment variables of the container (core/v1 EnvVar: value, or valueFrom a ConfigMap or
-    /// Secret key, a field or a resource).
+    /// Secret key, a field or a resource). Names are unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Option<Vec<EnvVar>>,
 
     /// Sources of environment variables: every key of a ConfigMap or Secret (core/v1 EnvFromSource).
@@ -184,6 +189,12 @@ pub struct PortSpec {
 /// How the Service exposes the pods.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.externalTrafficPolicy) || (has(self.type) && self.type in ['NodePort', 'LoadBalancer'])")
+        .message("spec.service.externalTrafficPolicy only applies to NodePort and LoadBalancer services: set spec.service.type, or remove it"),
+    validation = Rule::new("!has(self.loadBalancerSourceRanges) || (has(self.type) && self.type == 'LoadBalancer')")
+        .message("spec.service.loadBalancerSourceRanges only applies to LoadBalancer services: set spec.service.type: LoadBalancer, or remove it"),
+)]
 pub struct ServiceSpec {
     /// ClusterIP (default: a virtual IP inside the cluster), NodePort (also a port on every node),
     /// LoadBalancer (also an external load balancer, e.g. a Google Cloud load balancer on GKE) or
@@ -214,6 +225,10 @@ pub struct ServiceSpec {
 /// Settings of the pods beyond the container.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))")
+        .message("spec.podTemplate.volumeMounts[].name must name a volume declared in spec.podTemplate.volumes"),
+)]
 pub struct PodTemplateSpec {
     /// Labels of the pods, in addition to the ones kubundle sets (which take precedence). They are
     /// not part of any selector, so changing them is always safe.
@@ -257,12 +272,14 @@ pub struct PodTemplateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
 
-    /// Volumes the pods can mount.
+    /// Volumes the pods can mount. Names are unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub volumes: Option<Vec<Volume>>,
 
-    /// Where the container mounts the volumes.
+    /// Where the container mounts the volumes (each one declared in `volumes`). Mount paths are unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["mountPath"]))]
     pub volume_mounts: Option<Vec<VolumeMount>>,
 
     /// Name of a PriorityClass for the pods.
@@ -366,6 +383,31 @@ pub fn crd()
             .and_then(|p| p.get_mut("status"));
         if let Some(status) = status {
             status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+        // Bounds the CEL cost estimate of the volume rules: names are DNS labels (<= 63).
+        let pod_template = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("podTemplate"))
+            .and_then(|s| s.properties.as_mut());
+        if let Some(pod_template) = pod_template {
+            for list in ["volumes", "volumeMounts"] {
+                let name = pod_template
+                    .get_mut(list)
+                    .and_then(|l| l.items.as_mut())
+                    .and_then(|i| match i {
+                        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(s) => s.properties.as_mut(),
+                        _ => None,
+                    })
+                    .and_then(|p| p.get_mut("name"));
+                if let Some(name) = name {
+                    name.max_length = Some(63);
+                }
+            }
         }
     }
     crd

@@ -26,6 +26,9 @@ pub enum Blocker {
     WriteRefused { kind: &'static str, message: String },
     /// The spec cannot be turned into children.
     InvalidSpec { message: String },
+    /// An object of a child's name is being deleted: kubundle waits for it to go (it fixes
+    /// itself, so this is not Stalled).
+    Terminating { kind: &'static str, name: String },
 }
 
 /// One condition's (status, reason, message).
@@ -47,6 +50,10 @@ enum Rollout {
     DeadlineExceeded(String),
     /// Pods are being replaced or started.
     InProgress(String),
+    /// The Deployment cannot create pods; `true` when that will not fix itself.
+    PodCreationFailed(String, bool),
+    /// Every pod runs the newest template, but old pods are still shutting down.
+    Terminating(i32),
     /// Every desired pod runs the newest template and is available; no old pods are left.
     Complete,
 }
@@ -73,8 +80,26 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
     let updated = status.updated_replicas.unwrap_or(0);
     let ready = status.ready_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
+    // Pods with a deletionTimestamp (reported by Kubernetes 1.33+; absent means none known).
+    let terminating = status.terminating_replicas.unwrap_or(0);
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == TRUE)
+    {
+        let message = c.message.clone().unwrap_or_default();
+        // An invalid pod or one refused by Pod Security stays refused until the spec or the
+        // namespace changes; quota, a missing ServiceAccount and the like can fix themselves.
+        let permanent = message.contains(" is invalid") || message.contains("violates PodSecurity");
+        return Rollout::PodCreationFailed(message, permanent);
+    }
     if updated == desired && ready == desired && available == desired && total == desired {
-        Rollout::Complete
+        if terminating > 0 {
+            Rollout::Terminating(terminating)
+        } else {
+            Rollout::Complete
+        }
     } else {
         let old = (total - updated).max(0);
         let mut msg =
@@ -183,6 +208,27 @@ pub fn compute(
                 format!("the API server refused to apply the {kind}: {message}"),
             ),
             Blocker::InvalidSpec { message } => (reason::INVALID_SPEC, message.clone()),
+            Blocker::Terminating { kind, name } => {
+                let msg = format!(
+                    "waiting for the {kind} {name} to finish terminating before re-creating it"
+                );
+                set(
+                    &mut status,
+                    READY,
+                    FALSE,
+                    reason::CHILD_TERMINATING,
+                    msg.clone(),
+                );
+                set(
+                    &mut status,
+                    RECONCILING,
+                    TRUE,
+                    reason::CHILD_TERMINATING,
+                    msg,
+                );
+                set(&mut status, STALLED, FALSE, reason::DONE, String::new());
+                return status;
+            }
         };
         set(&mut status, READY, FALSE, why, msg.clone());
         set(
@@ -264,6 +310,37 @@ pub fn compute(
                 (TRUE, reason::ROLLING_OUT, msg),
                 (FALSE, reason::DONE, String::new()),
             ),
+            Rollout::PodCreationFailed(msg, permanent) => {
+                let msg = format!("the Deployment cannot create pods: {msg}");
+                if permanent {
+                    (
+                        (FALSE, reason::POD_CREATION_FAILED, msg.clone()),
+                        (
+                            FALSE,
+                            reason::POD_CREATION_FAILED,
+                            "stalled; see the Stalled condition".into(),
+                        ),
+                        (TRUE, reason::POD_CREATION_FAILED, msg),
+                    )
+                } else {
+                    (
+                        (FALSE, reason::POD_CREATION_FAILED, msg.clone()),
+                        (TRUE, reason::POD_CREATION_FAILED, msg),
+                        (FALSE, reason::DONE, String::new()),
+                    )
+                }
+            }
+            Rollout::Terminating(n) => {
+                let msg = format!(
+                    "{desired} of {desired} pods run {}; waiting for {n} old pods to terminate",
+                    bundle.spec.image
+                );
+                (
+                    (FALSE, reason::PODS_TERMINATING, msg.clone()),
+                    (TRUE, reason::PODS_TERMINATING, msg),
+                    (FALSE, reason::DONE, String::new()),
+                )
+            }
             Rollout::Complete => {
                 status.image = Some(bundle.spec.image.clone());
                 let external = external_addresses(svc);

@@ -85,6 +85,30 @@ fn identity(bundle: &AppBundle) -> Result<(String, String, OwnerReference), Rend
     Ok((name, namespace, owner))
 }
 
+/// Label prefixes of the AppBundle's own labels that are about the AppBundle object itself (GitOps
+/// tracking, kubectl bookkeeping) and are not passed on to its children: on a child they would make
+/// the GitOps tool count the child as its own object.
+const NOT_INHERITED: &[&str] = &[
+    "argocd.argoproj.io/",
+    "kustomize.toolkit.fluxcd.io/",
+    "helm.toolkit.fluxcd.io/",
+    "kubectl.kubernetes.io/",
+    "app.kubernetes.io/managed-by",
+];
+
+/// The AppBundle's `metadata.labels` that its children carry too (the tutorial's `app: redis`,
+/// `tier: backend`), so that `kubectl get pods -l app=redis` finds the pods.
+pub fn inherited_labels(bundle: &AppBundle) -> BTreeMap<String, String> {
+    bundle
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_INHERITED.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Labels of a child object: the user's labels, then kubundle's (which win).
 fn child_labels(
     name: &str,
@@ -107,7 +131,8 @@ pub fn deployment(bundle: &AppBundle) -> Result<Deployment, RenderError> {
     let (name, namespace, owner) = identity(bundle)?;
     let spec = &bundle.spec;
     let pod = spec.pod_template.clone().unwrap_or_default();
-    let user_labels = child_labels(&name, &[pod.labels.as_ref()]);
+    let inherited = inherited_labels(bundle);
+    let user_labels = child_labels(&name, &[Some(&inherited), pod.labels.as_ref()]);
 
     let container = Container {
         name: name.clone(),
@@ -205,7 +230,14 @@ pub fn service(bundle: &AppBundle) -> Result<Service, RenderError> {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(namespace),
-            labels: Some(child_labels(&name, &[pod_labels, svc.labels.as_ref()])),
+            labels: Some(child_labels(
+                &name,
+                &[
+                    Some(&inherited_labels(bundle)),
+                    pod_labels,
+                    svc.labels.as_ref(),
+                ],
+            )),
             annotations: svc.annotations,
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()

@@ -1,0 +1,374 @@
+//! The children of an AppBundle as a unit: read each, decide whether kubundle may write it, and
+//! apply the ones that differ from their rendering.
+//!
+//! Reading comes first for every child, and nothing is written unless every child may be: an
+//! object of a child's name that kubundle must not touch blocks the whole AppBundle (no pods
+//! without their Service, no Service without its pods). Then the children that need it are
+//! applied concurrently, each to completion: one child's refusal never cancels the other's
+//! request halfway.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::info;
+
+use super::compare::covers;
+use super::status::Blocker;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::render::{FIELD_MANAGER, labels};
+
+/// Annotation on each child: a hash of kubundle's rendering of it. With the rendered fields
+/// themselves, it tells whether the child is up to date without writing to it.
+pub const RENDERED_HASH: &str = "kubundle.dev/rendered-hash";
+
+/// What happened to a child in this reconcile.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Change {
+    None,
+    Created,
+    /// kubundle made it, lost track of it (`kubectl delete --cascade=orphan` of the AppBundle)
+    /// and now controls it again.
+    Adopted,
+    Updated,
+}
+
+/// What reading a child found.
+#[derive(Debug)]
+pub enum Found<K> {
+    /// No object of the child's name.
+    Missing,
+    /// The child, controlled by this AppBundle.
+    Ours(K),
+    /// An object kubundle made for an AppBundle of this name (its managed-by and instance
+    /// labels) that has no controller: an orphan, adopted by applying the rendering.
+    Orphan(K),
+    /// An object of the child's name that is being deleted: wait for it to go.
+    Terminating,
+    /// An object of the child's name that kubundle must not touch.
+    Conflict(String),
+}
+
+/// One child of an AppBundle: its rendering and what is live.
+pub struct Child<K> {
+    pub kind: &'static str,
+    pub api: Api<K>,
+    pub desired: K,
+    pub hash: String,
+    pub found: Found<K>,
+}
+
+/// Objects whose last apply was a no-op although the comparison said they differ (a value the
+/// API server stores in a form [`covers`] does not know): by child, the rendering hash and the
+/// resourceVersion at that time. While both stay the same, the child is up to date: this bounds
+/// any normalisation kubundle does not model to one no-op apply per change of the object.
+#[derive(Default)]
+pub struct Settled(Mutex<HashMap<String, (String, String)>>);
+
+impl Settled {
+    fn key(kind: &str, ns: &str, name: &str) -> String {
+        format!("{kind}/{ns}/{name}")
+    }
+    fn is_settled(&self, key: &str, hash: &str, rv: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|(h, r)| h == hash && r == rv)
+    }
+    fn record(&self, key: String, hash: String, rv: String) {
+        self.0.lock().unwrap().insert(key, (hash, rv));
+    }
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap().remove(key);
+    }
+}
+
+/// Reads the live object of a rendered child and classifies it.
+pub async fn read<K>(
+    kind: &'static str,
+    api: Api<K>,
+    mut desired: K,
+    owner_uid: &str,
+    bundle_name: &str,
+) -> Result<Child<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let hash = rendering_hash(&desired, kind)?;
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(RENDERED_HASH.into(), hash.clone());
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let found = match api.get_opt(&name).await? {
+        None => Found::Missing,
+        Some(live) if live.meta().deletion_timestamp.is_some() => Found::Terminating,
+        Some(live) if controlled_by(live.meta(), owner_uid) => Found::Ours(live),
+        Some(live) if is_orphan(live.meta(), bundle_name) => Found::Orphan(live),
+        Some(live) => Found::Conflict(conflict_message(kind, &name, live.meta())),
+    };
+    Ok(Child {
+        kind,
+        api,
+        desired,
+        hash,
+        found,
+    })
+}
+
+fn conflict_message(kind: &str, name: &str, meta: &kube::api::ObjectMeta) -> String {
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    match controller {
+        Some(o) => format!(
+            "{kind} {ns}/{name} already exists and is controlled by {} {}; kubundle leaves it \
+             untouched: rename the AppBundle, or delete the {kind} (or its controller)",
+            o.kind, o.name
+        ),
+        None => format!(
+            "{kind} {ns}/{name} already exists and was not made by kubundle for this AppBundle; \
+             kubundle leaves it untouched: rename the AppBundle, or delete or rename the {kind}"
+        ),
+    }
+}
+
+/// The AppBundle controls the object.
+pub fn controlled_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// kubundle made the object for an AppBundle of this name, and nothing controls it now.
+fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    let uncontrolled = !meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    uncontrolled
+        && label(labels::MANAGED_BY) == Some(labels::MANAGER)
+        && label(labels::INSTANCE) == Some(bundle_name)
+        && label(labels::NAME) == Some(bundle_name)
+}
+
+impl<K> Child<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    /// The blocker this child puts on the whole AppBundle, if any.
+    pub fn blocker(&self) -> Option<Blocker> {
+        let name = self.desired.meta().name.clone().unwrap_or_default();
+        match &self.found {
+            Found::Conflict(message) => Some(Blocker::NameConflict {
+                kind: self.kind,
+                name,
+                message: message.clone(),
+            }),
+            Found::Terminating => Some(Blocker::Terminating {
+                kind: self.kind,
+                name,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the child must be written, and how that will count.
+    pub fn needed(&self, settled: &Settled) -> Result<Change> {
+        Ok(match &self.found {
+            Found::Missing => Change::Created,
+            Found::Orphan(_) => Change::Adopted,
+            Found::Ours(live) if self.up_to_date(live, settled)? => Change::None,
+            Found::Ours(_) => Change::Updated,
+            Found::Terminating | Found::Conflict(_) => Change::None,
+        })
+    }
+
+    fn settled_key(&self) -> String {
+        let m = self.desired.meta();
+        Settled::key(
+            self.kind,
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// A live child is up to date when it carries the hash of the current rendering (so no field
+    /// was dropped from the rendering since) and holds every rendered value as the API server
+    /// stores it (so nobody changed one; see [`covers`]).
+    fn up_to_date(&self, live: &K, settled: &Settled) -> Result<bool> {
+        let annotated = live
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RENDERED_HASH))
+            == Some(&self.hash);
+        if !annotated {
+            return Ok(false);
+        }
+        let rv = live.meta().resource_version.clone().unwrap_or_default();
+        if settled.is_settled(&self.settled_key(), &self.hash, &rv) {
+            return Ok(true);
+        }
+        let what = self.kind;
+        let live =
+            serde_json::to_value(live).map_err(|source| Error::Serialize { what, source })?;
+        let desired = serde_json::to_value(&self.desired)
+            .map_err(|source| Error::Serialize { what, source })?;
+        Ok(covers(&live, &desired))
+    }
+
+    /// The live object after this reconcile (None while missing or not ours).
+    pub fn live(&self) -> Option<&K> {
+        match &self.found {
+            Found::Ours(live) | Found::Orphan(live) => Some(live),
+            _ => None,
+        }
+    }
+
+    /// Applies the rendering (server-side apply, field manager `kubundle`, forced: fields kubundle
+    /// sets are its own, whoever last edited them; fields it does not set stay with their
+    /// owners). Returns what really changed: an apply the API server found to be a no-op (same
+    /// resourceVersion) changed nothing, and is remembered in `settled`.
+    pub async fn apply(
+        &mut self,
+        change: Change,
+        metrics: &Metrics,
+        settled: &Settled,
+    ) -> Result<Change, kube::Error> {
+        let name = self.desired.meta().name.clone().unwrap_or_default();
+        let before = self.live().and_then(|l| l.meta().resource_version.clone());
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        metrics.write(self.kind, "apply");
+        let applied = self
+            .api
+            .patch(&name, &params, &Patch::Apply(&self.desired))
+            .await?;
+        let after = applied.meta().resource_version.clone();
+        let key = self.settled_key();
+        let change = if change == Change::Updated && before.is_some() && before == after {
+            settled.record(key, self.hash.clone(), after.unwrap_or_default());
+            Change::None
+        } else {
+            settled.forget(&key);
+            info!(kind = self.kind, child = name, ?change, "applied");
+            change
+        };
+        self.found = Found::Ours(applied);
+        Ok(change)
+    }
+}
+
+fn rendering_hash<K: Serialize>(desired: &K, what: &'static str) -> Result<String> {
+    let bytes = serde_json::to_vec(desired).map_err(|source| Error::Serialize { what, source })?;
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Ok(format!("{:016x}", hasher.finish()))
+}
+
+/// Whether the API server's refusal is definite: the same request will be refused again until
+/// the AppBundle (or something else a person controls) changes. Transient failures (the server
+/// unreachable, overloaded, timing out, a conflict) are retried with backoff instead.
+pub fn is_definite_refusal(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            408 | 409 | 429 => false,
+            400..=499 => true,
+            // Server-side apply reports an object it cannot merge (duplicate list keys, values
+            // that do not parse) as an internal error; those are about the object, not the server.
+            500 => is_invalid_object_message(&s.message),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn is_invalid_object_message(message: &str) -> bool {
+    [
+        "failed to create typed patch object",
+        "failed to create typed live object",
+        "duplicate entries for key",
+        "quantities must match the regular expression",
+        "unable to parse quantity",
+        "cannot convert",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure(message, "").with_code(code)))
+    }
+
+    #[test]
+    fn refusals_are_told_from_transient_failures() {
+        assert!(is_definite_refusal(&api_error(422, "invalid")));
+        assert!(is_definite_refusal(&api_error(403, "forbidden")));
+        assert!(is_definite_refusal(&api_error(
+            500,
+            "failed to create typed patch object (x/y; apps/v1, Kind=Deployment): .spec.template.spec.containers[name=\"y\"].env: duplicate entries for key [name=\"A\"]"
+        )));
+        assert!(!is_definite_refusal(&api_error(
+            500,
+            "etcdserver: request timed out"
+        )));
+        assert!(!is_definite_refusal(&api_error(429, "too many requests")));
+        assert!(!is_definite_refusal(&api_error(409, "conflict")));
+        assert!(!is_definite_refusal(&api_error(503, "unavailable")));
+        assert!(!is_definite_refusal(&api_error(504, "timeout")));
+    }
+
+    #[test]
+    fn orphans_are_kubundles_own_uncontrolled_objects() {
+        let meta = |labels: &[(&str, &str)], controlled: bool| kube::api::ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            owner_references: controlled.then(|| {
+                vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        controller: Some(true),
+                        uid: "u".into(),
+                        ..Default::default()
+                    },
+                ]
+            }),
+            ..Default::default()
+        };
+        let ours = [
+            (labels::MANAGED_BY, "kubundle"),
+            (labels::INSTANCE, "web"),
+            (labels::NAME, "web"),
+        ];
+        assert!(is_orphan(&meta(&ours, false), "web"));
+        assert!(!is_orphan(&meta(&ours, true), "web"));
+        assert!(!is_orphan(&meta(&ours, false), "api"));
+        assert!(!is_orphan(&meta(&ours[1..], false), "web"));
+    }
+}

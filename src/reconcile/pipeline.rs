@@ -1,0 +1,216 @@
+//! One reconcile of one AppBundle, straight through:
+//! deletion check -> parse -> render -> read the children -> apply what differs -> status.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tracing::debug;
+
+use super::children::{self, Change, Child, is_definite_refusal};
+use super::report::{publish, write_status};
+use super::status::{self, Blocker, Observed};
+use super::{CachedBundle, Context};
+use crate::api::AppBundle;
+use crate::error::Result;
+use crate::events::EventType;
+use crate::render;
+
+/// How soon to look again while an object kubundle does not watch blocks the AppBundle (a name
+/// conflict with an object that is not kubundle's, a child still terminating).
+const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
+
+pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> {
+    // Being deleted (any propagation policy): the garbage collector takes the children away, and
+    // kubundle must not put them back. Nothing to write, not even status.
+    if obj.metadata.deletion_timestamp.is_some() {
+        debug!("being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
+    let reference = obj.object_ref(&());
+    let ns = obj.namespace().unwrap_or_default();
+    // Status writes answer with the object, read as the cache reads it: even an AppBundle whose
+    // spec this version cannot read gets its status written.
+    let status_api: Api<CachedBundle> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let report_only = |bundle: &AppBundle, blocker: Blocker| {
+        let status = status::compute(
+            bundle,
+            &Observed::default(),
+            Some(&blocker),
+            &ctx.settings.cluster_domain,
+            &now,
+        );
+        (bundle.clone(), status)
+    };
+
+    let bundle = match obj.bundle() {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            // The stored spec does not fit this version's types (the schema let it through).
+            let message = format!("the AppBundle cannot be read by this version of kubundle: {e}");
+            let mut stub = AppBundle::new(
+                &obj.name_any(),
+                serde_json::from_value(serde_json::json!({"image": "-"})).unwrap(),
+            );
+            stub.metadata = obj.metadata.clone();
+            stub.status = obj.status.clone();
+            let (stub, status) = report_only(&stub, Blocker::InvalidSpec { message });
+            write_status(ctx, &status_api, &stub, &status, &reference).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let (deployment, service) = match (render::deployment(&bundle), render::service(&bundle)) {
+        (Ok(d), Ok(s)) => (d, s),
+        (Err(e), _) | (_, Err(e)) => {
+            let (bundle, status) = report_only(
+                &bundle,
+                Blocker::InvalidSpec {
+                    message: e.to_string(),
+                },
+            );
+            write_status(ctx, &status_api, &bundle, &status, &reference).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let uid = bundle.metadata.uid.clone().unwrap_or_default();
+    let name = bundle.name_any();
+
+    // Read every child first (concurrently); write nothing unless every child may be written.
+    let (d, s) = futures::try_join!(
+        children::read(
+            "Deployment",
+            Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
+            deployment,
+            &uid,
+            &name,
+        ),
+        children::read(
+            "Service",
+            Api::<Service>::namespaced(ctx.client.clone(), &ns),
+            service,
+            &uid,
+            &name,
+        ),
+    )?;
+    let (mut d, mut s): (Child<Deployment>, Child<Service>) = (d, s);
+    let mut blocker = d.blocker().or_else(|| s.blocker());
+
+    let mut changes = [("Deployment", Change::None), ("Service", Change::None)];
+    if blocker.is_none() {
+        let needed = [d.needed(&ctx.settled)?, s.needed(&ctx.settled)?];
+        // A child to create for an AppBundle seen before (it was deleted since): make sure the
+        // AppBundle is not being deleted this very moment, which the cache may not show yet. A
+        // create then would only hand the garbage collector more to delete.
+        if needed.contains(&Change::Created)
+            && bundle.status.as_ref().and_then(|s| s.observed_generation) > Some(0)
+        {
+            let fresh = Api::<CachedBundle>::namespaced(ctx.client.clone(), &ns)
+                .get_metadata_opt(&name)
+                .await?;
+            if fresh.is_none_or(|m| {
+                m.metadata.deletion_timestamp.is_some() || m.metadata.uid.as_deref() != Some(&uid)
+            }) {
+                debug!("deleted meanwhile; nothing to do");
+                return Ok(Action::await_change());
+            }
+        }
+        // Apply what differs, each request to completion whatever the other's fate.
+        let apply_d = async {
+            match needed[0] {
+                Change::None => Ok(Change::None),
+                c => d.apply(c, &ctx.metrics, &ctx.settled).await,
+            }
+        };
+        let apply_s = async {
+            match needed[1] {
+                Change::None => Ok(Change::None),
+                c => s.apply(c, &ctx.metrics, &ctx.settled).await,
+            }
+        };
+        let (rd, rs) = futures::join!(apply_d, apply_s);
+        let mut transient = None;
+        for (i, result) in [rd, rs].into_iter().enumerate() {
+            match result {
+                Ok(change) => changes[i].1 = change,
+                Err(e) if is_definite_refusal(&e) => {
+                    let message = match e {
+                        kube::Error::Api(s) => s.message,
+                        other => other.to_string(),
+                    };
+                    blocker.get_or_insert(Blocker::WriteRefused {
+                        kind: changes[i].0,
+                        message,
+                    });
+                }
+                Err(e) => transient = Some(e),
+            }
+        }
+        announce(ctx, &reference, &name, &changes);
+        if let Some(e) = transient {
+            // Retried with backoff; the status stays as it was (nothing definite to say).
+            return Err(e.into());
+        }
+    }
+
+    let observed = Observed {
+        deployment: d.live(),
+        service: s.live(),
+    };
+    let status = status::compute(
+        &bundle,
+        &observed,
+        blocker.as_ref(),
+        &ctx.settings.cluster_domain,
+        &now,
+    );
+    write_status(ctx, &status_api, &bundle, &status, &reference).await?;
+
+    Ok(match blocker {
+        // Objects kubundle does not watch (a foreign object, a refusal that may depend on quota
+        // or RBAC): look again soon. kubundle's own children's changes arrive through the watches.
+        Some(Blocker::NameConflict { .. } | Blocker::Terminating { .. }) => {
+            Action::requeue(BLOCKED_RECHECK)
+        }
+        Some(_) => Action::requeue(Duration::from_secs(60)),
+        None => Action::await_change(),
+    })
+}
+
+/// One Event for what this reconcile changed, naming each child.
+fn announce(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    name: &str,
+    changes: &[(&str, Change)],
+) {
+    let notes: Vec<String> = changes
+        .iter()
+        .filter_map(|(kind, change)| match change {
+            Change::None => None,
+            Change::Created => Some(format!("created {kind} {name}")),
+            Change::Adopted => Some(format!(
+                "adopted {kind} {name} (made by kubundle earlier, left without an owner)"
+            )),
+            Change::Updated => Some(format!(
+                "updated {kind} {name} (it differed from the AppBundle)"
+            )),
+        })
+        .collect();
+    if notes.is_empty() {
+        return;
+    }
+    let has = |c: Change| changes.iter().any(|(_, x)| *x == c);
+    let reason = if has(Change::Updated) {
+        "Updated"
+    } else if has(Change::Adopted) {
+        "Adopted"
+    } else {
+        "Created"
+    };
+    publish(ctx, reference, EventType::Normal, reason, notes.join("; "));
+}
