@@ -200,7 +200,7 @@ mod isolated {
         let ns = create_namespace(&client, "normalised").await;
         apply_yaml(
             &ns,
-            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: norm}\nspec:\n  image: nginx:1.27\n  ports: [{containerPort: 80}]\n  args: []\n  env: [{name: EMPTY, value: ''}, {name: B, value: x}]\n  resources: {requests: {cpu: 1000m, memory: 1024Mi}, limits: {memory: '1e9'}}\n  podTemplate: {labels: {}, annotations: {}}\n",
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: norm}\nspec:\n  image: nginx:1.27\n  ports: [{containerPort: 80}]\n  args: []\n  env: [{name: EMPTY, value: ''}, {name: B, value: x}]\n  resources: {requests: {cpu: 1000m, memory: 1024Mi}, limits: {memory: '2e9'}}\n  podTemplate: {labels: {}, annotations: {}}\n",
         );
         let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
         wait_bundle(&api, "norm", Duration::from_secs(30), "Ready", is_ready).await;

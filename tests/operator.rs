@@ -91,8 +91,8 @@ async fn guestbook_runs_and_becomes_ready() {
         assert_eq!(labels["app.kubernetes.io/name"], name);
         assert_eq!(labels["app.kubernetes.io/instance"], name);
         assert_eq!(labels["app.kubernetes.io/managed-by"], "kubundle");
-        // GitOps tracking labels of the AppBundle are not copied onto children
-        assert!(!labels.contains_key("app.kubernetes.io/part-of"));
+        // The AppBundle's own labels reach the children (the tutorial's `app: redis` selects them)
+        assert_eq!(labels["app.kubernetes.io/part-of"], "guestbook");
 
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(replicas));

@@ -57,6 +57,27 @@ fn record_uids(client: &Client, ns: &str, name: &str) -> Arc<Mutex<HashSet<Strin
     seen
 }
 
+/// Removes the test's finalizer from an object when dropped, so a failing test does not leave an
+/// object (and its namespace) stuck in deletion for the tests that follow.
+struct ReleaseOnDrop {
+    ns: String,
+    object: String,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let _ = run(kubectl(&[
+            "patch",
+            "-n",
+            &self.ns,
+            &self.object,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]));
+    }
+}
+
 async fn children_gone(client: &Client, ns: &str, name: &str) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -198,6 +219,10 @@ async fn a_terminating_child_is_waited_for() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let old_uid = deployments.get("web").await.unwrap().uid();
     let hold = serde_json::json!({"metadata": {"finalizers": ["kubundle.dev/test-hold"]}});
+    let _release = ReleaseOnDrop {
+        ns: ns.clone(),
+        object: "deployment/web".into(),
+    };
     deployments
         .patch("web", &PatchParams::default(), &Patch::Merge(&hold))
         .await
@@ -541,6 +566,10 @@ async fn ready_waits_for_old_pods_to_terminate() {
     let old_name = old[0].name_any();
     // A finalizer keeps the old pod Terminating, as a slow graceful shutdown would.
     let hold = serde_json::json!({"metadata": {"finalizers": ["kubundle.dev/test-hold"]}});
+    let _release = ReleaseOnDrop {
+        ns: ns.clone(),
+        object: format!("pod/{old_name}"),
+    };
     pods.patch(&old_name, &PatchParams::default(), &Patch::Merge(&hold))
         .await
         .unwrap();

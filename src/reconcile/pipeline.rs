@@ -138,13 +138,14 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             match result {
                 Ok(change) => changes[i].1 = change,
                 Err(e) if is_definite_refusal(&e) => {
-                    let message = match e {
-                        kube::Error::Api(s) => s.message,
-                        other => other.to_string(),
+                    let (message, retry) = match e {
+                        kube::Error::Api(s) => (s.message, s.code == 403),
+                        other => (other.to_string(), false),
                     };
                     blocker.get_or_insert(Blocker::WriteRefused {
                         kind: changes[i].0,
                         message,
+                        retry,
                     });
                 }
                 Err(e) => transient = Some(e),
@@ -176,7 +177,10 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         Some(Blocker::NameConflict { .. } | Blocker::Terminating { .. }) => {
             Action::requeue(BLOCKED_RECHECK)
         }
-        Some(_) => Action::requeue(Duration::from_secs(60)),
+        // Forbidden: RBAC or an admission policy may change without the AppBundle changing.
+        Some(Blocker::WriteRefused { retry: true, .. }) => Action::requeue(Duration::from_secs(60)),
+        // The object itself was refused: only a new spec can help, and it triggers a reconcile.
+        Some(_) => Action::await_change(),
         None => Action::await_change(),
     })
 }

@@ -22,8 +22,14 @@ pub enum Blocker {
         name: String,
         message: String,
     },
-    /// The API server refused kubundle's write.
-    WriteRefused { kind: &'static str, message: String },
+    /// The API server refused kubundle's write. `retry`: the refusal may depend on something
+    /// other than the AppBundle (RBAC, an admission policy, quota), so kubundle tries again now and
+    /// then; otherwise only a change of the AppBundle can help.
+    WriteRefused {
+        kind: &'static str,
+        message: String,
+        retry: bool,
+    },
     /// The spec cannot be turned into children.
     InvalidSpec { message: String },
     /// An object of a child's name is being deleted: kubundle waits for it to go (it fixes
@@ -203,7 +209,7 @@ pub fn compute(
     if let Some(blocker) = blocker {
         let (why, msg) = match blocker {
             Blocker::NameConflict { message, .. } => (reason::NAME_CONFLICT, message.clone()),
-            Blocker::WriteRefused { kind, message } => (
+            Blocker::WriteRefused { kind, message, .. } => (
                 reason::WRITE_REFUSED,
                 format!("the API server refused to apply the {kind}: {message}"),
             ),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use kube::runtime::utils::{Backoff, StreamBackoff};
 use kube::runtime::watcher;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 
@@ -146,6 +146,11 @@ where
                     failing = false;
                 }
                 health.record(name, now, true);
+            }
+            // 410 Gone: the watch's resourceVersion was compacted away; the watcher lists again at
+            // once. Routine (the API server's watch cache expires), not a failure.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                debug!(resource = name, "watch expired (410 Gone); listing again");
             }
             Err(e) => {
                 metrics.watch_errors.with_label_values(&[name]).inc();

@@ -255,7 +255,10 @@ impl Operator {
             "kubundle-test-operator-{}-{n}.log",
             std::process::id()
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kubundle"))
+        // KUBUNDLE_TEST_OPERATOR_BIN runs another build (say, main's) under the same tests.
+        let binary = std::env::var("KUBUNDLE_TEST_OPERATOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kubundle").to_string());
+        let mut child = Command::new(binary)
             .args(args.iter().filter(|a| !a.starts_with("--listen-address")))
             .arg("--listen-address=127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
