@@ -260,10 +260,11 @@ async fn a_terminating_child_is_waited_for() {
     delete_namespace(&client, &ns).await;
 }
 
-/// A spec the schema admits but the API server refuses to apply (an unparsable quantity, which
-/// server-side apply reports as HTTP 500) is Stalled with the server's words and a Warning Event,
-/// for the current generation; fixing the spec recovers. (Before: no status, no Event, retries
-/// forever, and the Ready column kept the previous generation's True.)
+/// A spec the schema admits but the API server refuses to apply is Stalled with the server's
+/// words and a Warning Event, for the current generation; fixing the spec recovers. Two kinds:
+/// two topology spread constraints with the same key, which server-side apply reports as HTTP
+/// 500 ("duplicate entries for key"), and requests above limits, a 422. (Before: no status, no Event, retries forever,
+/// and the Ready column kept the previous generation's True.)
 #[tokio::test]
 async fn a_refused_apply_is_stalled_with_the_servers_message() {
     let client = client().await;
@@ -272,37 +273,93 @@ async fn a_refused_apply_is_stalled_with_the_servers_message() {
     apply_yaml(&ns, &bundle_yaml("web", ""));
     wait_bundle(&api, "web", SECONDS_30, "Ready", is_ready).await;
 
-    apply_yaml(
-        &ns,
-        &bundle_yaml("web", "  resources: {limits: {memory: lots}}\n"),
-    );
-    let b = wait_bundle(
-        &api,
-        "web",
-        Duration::from_secs(10),
-        "Stalled for generation 2",
-        |b| {
-            b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
-                && condition_of(b, "Stalled").is_some_and(|c| c.0 == "True")
-        },
-    )
-    .await;
-    let (_, reason, message) = condition_of(&b, "Stalled").unwrap();
-    assert_eq!(reason, "WriteRefused");
-    assert!(message.contains("Deployment"), "{message}");
-    assert!(
-        message.contains("quantit"),
-        "not the server's words: {message}"
-    );
-    assert_eq!(condition_of(&b, "Ready").unwrap().0, "False");
-    let warning = warning_event(&client, &ns, "web").await;
-    assert_eq!(warning.reason.as_deref(), Some("WriteRefused"));
+    for (extra, words) in [
+        (
+            "  podTemplate:\n    topologySpreadConstraints:\n    - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}\n    - {maxSkew: 2, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}\n",
+            "duplicate entries",
+        ),
+        (
+            "  resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}\n",
+            "must be less than or equal to memory limit",
+        ),
+    ] {
+        apply_yaml(&ns, &bundle_yaml("web", extra));
+        let generation = api.get("web").await.unwrap().metadata.generation;
+        let b = wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(10),
+            "Stalled for the new generation",
+            |b| {
+                b.status.as_ref().and_then(|s| s.observed_generation) == generation
+                    && condition_of(b, "Stalled").is_some_and(|c| c.0 == "True")
+            },
+        )
+        .await;
+        let (_, reason, message) = condition_of(&b, "Stalled").unwrap();
+        assert_eq!(reason, "WriteRefused");
+        assert!(message.contains("Deployment"), "{message}");
+        assert!(message.contains(words), "not the server's words: {message}");
+        assert_eq!(condition_of(&b, "Ready").unwrap().0, "False");
+        let warning = warning_event(&client, &ns, "web").await;
+        assert_eq!(warning.reason.as_deref(), Some("WriteRefused"));
+        // The other child's write went through: its request was not cancelled.
+        let s: Service = Api::namespaced(client.clone(), &ns)
+            .get("web")
+            .await
+            .unwrap();
+        assert!(
+            s.annotations()
+                .contains_key(kubundle::reconcile::RENDERED_HASH)
+        );
+    }
 
     apply_yaml(
         &ns,
-        &bundle_yaml("web", "  resources: {limits: {memory: 64Mi}}\n"),
+        &bundle_yaml(
+            "web",
+            "  resources: {requests: {memory: 1Gi}, limits: {memory: 1Gi}}\n",
+        ),
     );
     wait_bundle(&api, "web", SECONDS_30, "Ready after the fix", is_ready).await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// Quantities written as numbers, as core/v1 accepts them (`cpu: 0.5`, `memory: 1e9`), are
+/// admitted and applied; an unparsable one is refused at apply time. (Before: `cpu: 0.5` was
+/// refused with "must be of type integer,string", and `memory: lots` was admitted.)
+#[tokio::test]
+async fn quantities_accept_numbers_and_refuse_nonsense() {
+    let client = client().await;
+    let ns = create_namespace(&client, "quantities").await;
+    let api = bundles(&client, &ns);
+    apply_yaml(
+        &ns,
+        &bundle_yaml(
+            "num",
+            "  resources: {requests: {cpu: 0.5, memory: 1e9}, limits: {cpu: 2}}\n",
+        ),
+    );
+    wait_bundle(&api, "num", SECONDS_30, "Ready", is_ready).await;
+    let d: Deployment = Api::namespaced(client.clone(), &ns)
+        .get("num")
+        .await
+        .unwrap();
+    let resources = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap();
+    let requests = resources.requests.unwrap();
+    assert_eq!(requests["cpu"].0, "500m");
+    assert_eq!(requests["memory"].0, "1G");
+    let out = kubectl_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &bundle_yaml("lots", "  resources: {limits: {memory: lots}}\n"),
+    );
+    assert!(!out.status.success(), "memory: lots was admitted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("spec.resources.limits.memory"), "{stderr}");
+    assert!(stderr.contains("should match"), "{stderr}");
     delete_namespace(&client, &ns).await;
 }
 
@@ -484,12 +541,44 @@ async fn more_invalid_bundles_are_refused_at_apply_time() {
             "  service: {type: NodePort, loadBalancerSourceRanges: [10.0.0.0/8]}\n",
             "loadBalancerSourceRanges only applies",
         ),
+        (
+            "  podTemplate: {imagePullSecrets: [{name: pull}, {name: pull}]}\n",
+            "Duplicate value",
+        ),
+        (
+            "  podTemplate: {labels: {tier: 'not a label value'}}\n",
+            "spec.podTemplate.labels.tier",
+        ),
+        (
+            "  podTemplate: {labels: {'bad key!': x}}\n",
+            "label keys must be",
+        ),
+        (
+            "  service: {labels: {tier: 'no way!'}}\n",
+            "spec.service.labels.tier",
+        ),
+        (
+            "  podTemplate:\n    volumes: [{name: Data_1, emptyDir: {}}]\n",
+            "spec.podTemplate.volumes[0].name",
+        ),
+        (
+            "  ports: [{name: http, containerPort: 80, appProtocol: 'not a protocol!'}]\n",
+            "spec.ports[0].appProtocol",
+        ),
+        (
+            "  podTemplate:\n    volumes: [{name: data, emptyDir: {sizeLimit: huge}}]\n",
+            "sizeLimit",
+        ),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
-        let out = kubectl_stdin(
-            &["apply", "-n", &ns, "-f", "-"],
-            &bundle_yaml(&format!("bad{i}"), extra),
-        );
+        let yaml = match extra.strip_prefix("  ports:") {
+            // a case about the ports replaces the default ones
+            Some(_) => format!(
+                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: bad{i}}}\nspec:\n  image: nginx:1.27\n{extra}"
+            ),
+            None => bundle_yaml(&format!("bad{i}"), extra),
+        };
+        let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} was admitted:\n{extra}");
         assert!(stderr.contains(expected), "case {i}: {stderr}");

@@ -180,9 +180,15 @@ pub struct PortSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub node_port: Option<i32>,
 
-    /// Application protocol of the port (e.g. `http`, `kubernetes.io/h2c`), for load balancers and meshes.
+    /// Application protocol of the port (e.g. `http`, `kubernetes.io/h2c`), for load balancers and
+    /// meshes: a name, optionally with a domain prefix and '/'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(
+        length(max = 253),
+        regex(
+            pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+        )
+    )]
     pub app_protocol: Option<String>,
 }
 
@@ -209,6 +215,9 @@ pub struct ServiceSpec {
 
     /// Labels of the Service, in addition to the ones kubundle sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"}))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))")
+        .message("label keys must be a name of at most 63 letters, digits, '-', '_' or '.' (starting and ending with a letter or digit), optionally with a DNS subdomain prefix and '/'"))]
     pub labels: Option<BTreeMap<String, String>>,
 
     /// For LoadBalancer services: client CIDRs allowed to reach the load balancer.
@@ -233,6 +242,9 @@ pub struct PodTemplateSpec {
     /// Labels of the pods, in addition to the ones kubundle sets (which take precedence). They are
     /// not part of any selector, so changing them is always safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"}))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))")
+        .message("label keys must be a name of at most 63 letters, digits, '-', '_' or '.' (starting and ending with a letter or digit), optionally with a DNS subdomain prefix and '/'"))]
     pub labels: Option<BTreeMap<String, String>>,
 
     /// Annotations of the pods.
@@ -259,8 +271,9 @@ pub struct PodTemplateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 
-    /// Secrets holding credentials to pull the image from a private registry.
+    /// Secrets holding credentials to pull the image from a private registry. Names are unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
 
     /// Pod-level security settings (runAsNonRoot, fsGroup, seccompProfile, ...).
@@ -362,73 +375,5 @@ pub struct AppBundleAddress {
     pub external: Vec<String>,
 }
 
-/// The AppBundle CustomResourceDefinition, as `crdgen` writes it.
-///
-/// One addition to what the derive generates: `status` defaults to `{observedGeneration: 0}`.
-/// kstatus (Flux, Helm 4's `--wait`) counts a custom resource without any status as Current, so a
-/// just-created AppBundle would look healthy before kubundle has even seen it. With the default,
-/// the API server hands out `observedGeneration: 0` until kubundle writes the real status, and
-/// kstatus reads that as InProgress (not yet observed).
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
-    use kube::CustomResourceExt;
-    let mut crd = AppBundle::crd();
-    for version in &mut crd.spec.versions {
-        let status = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("status"));
-        if let Some(status) = status {
-            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
-        }
-        // Bounds the CEL cost estimate of the volume rules: names are DNS labels (<= 63).
-        let pod_template = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("spec"))
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("podTemplate"))
-            .and_then(|s| s.properties.as_mut());
-        if let Some(pod_template) = pod_template {
-            for list in ["volumes", "volumeMounts"] {
-                let name = pod_template
-                    .get_mut(list)
-                    .and_then(|l| l.items.as_mut())
-                    .and_then(|i| match i {
-                        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(s) => s.properties.as_mut(),
-                        _ => None,
-                    })
-                    .and_then(|p| p.get_mut("name"));
-                if let Some(name) = name {
-                    name.max_length = Some(63);
-                }
-            }
-        }
-    }
-    crd
-}
-
-#[cfg(test)]
-mod crd_tests {
-    #[test]
-    fn status_defaults_to_not_observed() {
-        let crd = super::crd();
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap();
-        let status = &schema.properties.as_ref().unwrap()["status"];
-        assert_eq!(
-            status.default.as_ref().unwrap().0,
-            serde_json::json!({"observedGeneration": 0})
-        );
-    }
-}
+mod crd;
+pub use crd::crd;

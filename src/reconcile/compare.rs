@@ -4,8 +4,9 @@
 //! - quantities are stored in canonical form (`1000m` becomes `1`, `1024Mi` becomes `1Gi`,
 //!   `1e9` becomes `1G`): under `requests`, `limits` and other quantity fields, strings are
 //!   compared by the number they denote;
-//! - empty values are dropped (`value: ""`, `args: []`, `labels: {}`): an empty rendered value
-//!   matches a missing one;
+//! - empty values are dropped (`value: ""`, `args: []`, `labels: {}`) and the field may then be
+//!   defaulted (an empty probe path becomes `/`): an empty rendered value matches anything;
+//!   `false` and `0` of fields Go drops when zero match a missing value;
 //! - other managers and admission webhooks add fields, map keys and list entries (a sidecar
 //!   container, an env var from `kubectl set env`): those are theirs, so a rendered list of objects
 //!   is matched as an ordered subsequence of the live list. Lists of scalars (`command`, `args`,
@@ -15,6 +16,16 @@
 //! that was removed) is drift, and kubundle applies its rendering again.
 
 use serde_json::Value;
+
+/// Fields whose zero value means "use the default", which the API server then stores (a probe's
+/// `periodSeconds: 0` is stored as 10). Only these: elsewhere a zero is a value of its own
+/// (`replicas: 0`, `runAsUser: 0`) and a change from it is drift.
+const DEFAULTED_WHEN_ZERO: &[&str] = &[
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+];
 
 /// Map keys whose values (or whose map's values) are quantities.
 const QUANTITY_KEYS: &[&str] = &["requests", "limits", "sizeLimit", "overhead", "storage"];
@@ -28,10 +39,14 @@ fn covers_at(live: &Value, desired: &Value, quantity: bool) -> bool {
     match (live, desired) {
         (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| {
             let quantity = quantity || quantity_key(k);
-            match l.get(k) {
-                Some(lv) => covers_at(lv, dv, quantity) || (is_empty(dv) && is_empty(lv)),
-                None => is_empty(dv) || is_zero(dv),
-            }
+            // An empty value is no value: the API server drops it and may default the field
+            // (an empty probe path becomes "/"), so it says nothing about the live value.
+            is_empty(dv)
+                || (is_zero(dv) && DEFAULTED_WHEN_ZERO.contains(&k.as_str()))
+                || match l.get(k) {
+                    Some(lv) => covers_at(lv, dv, quantity),
+                    None => is_zero(dv),
+                }
         }),
         (Value::Array(l), Value::Array(d)) => {
             if d.iter().all(|v| !v.is_object()) {
@@ -234,5 +249,17 @@ mod tests {
         assert!(!covers(&json!({}), &json!({"replicas": 3})));
         assert!(covers(&json!({}), &json!({"readOnly": false, "port": 0})));
         assert!(covers(&json!({}), &json!({"x": null, "y": "", "z": []})));
+        // dropped, then defaulted by the API server
+        assert!(covers(&json!({"path": "/"}), &json!({"path": ""})));
+        assert!(covers(
+            &json!({"periodSeconds": 10}),
+            &json!({"periodSeconds": 0})
+        ));
+        // but a zero of its own is a value
+        assert!(!covers(&json!({"replicas": 3}), &json!({"replicas": 0})));
+        assert!(!covers(
+            &json!({"runAsUser": 1000}),
+            &json!({"runAsUser": 0})
+        ));
     }
 }
