@@ -252,36 +252,40 @@ mod faults {
         })
         .await;
 
-        let out = kubectl_stdin(
-            &["apply", "--server-side", "-n", &ns, "-f", "-"],
-            &all("nginx:1.29"),
-        );
-        assert!(out.status.success());
-        // Kill it once the update is under way.
+        // The update is applied while the operator works; it is killed once it has applied 50
+        // of the 500 new Deployments (by its own counter), in the middle of its writes.
+        let applies = r#"kubundle_api_writes_total{kind="Deployment",verb="apply"}"#;
+        let before = operator.metric(applies).await;
+        let update = all("nginx:1.29");
+        let apply_ns = ns.clone();
+        let apply = tokio::task::spawn_blocking(move || {
+            kubectl_stdin(
+                &["apply", "--server-side", "-n", &apply_ns, "-f", "-"],
+                &update,
+            )
+        });
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         eventually(
-            Duration::from_secs(60),
-            "the update to be under way",
+            Duration::from_secs(120),
+            "50 Deployment updates by the operator",
             || async {
-                let list = deployments
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let updated = list
-                    .items
-                    .iter()
-                    .filter(|d| deployment_image(d) == "nginx:1.29")
-                    .count();
-                if updated >= 50 {
+                let n = operator.metric(applies).await - before;
+                if n >= 50.0 {
                     Ok(())
                 } else {
-                    Err(format!("{updated} updated"))
+                    Err(format!("{n} applied"))
                 }
             },
         )
         .await;
         drop(operator); // SIGKILL
         let killed_at = Instant::now();
+        let out = apply.await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let updated_at_kill = deployments
             .list(&ListParams::default())
             .await

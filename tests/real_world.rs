@@ -685,3 +685,195 @@ async fn ready_waits_for_old_pods_to_terminate() {
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+/// Hostile AppBundles that the schema cannot refuse (the rule depends on other objects, or only
+/// the API server's validation of the Deployment or Service knows it), applied at once beside a
+/// good one: each is Stalled within 10 s with the API server's words (or, where it can fix
+/// itself, Ready=False saying why its pods cannot be created), and none holds up the others.
+#[tokio::test]
+async fn hostile_bundles_are_stalled_with_the_servers_words_and_block_no_one() {
+    let client = client().await;
+    let ns = create_namespace(&client, "hostile").await;
+    // (spec lines, words of the API server's message)
+    let cases: &[(&str, &str)] = &[
+        (
+            "  resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}\n",
+            "must be less than or equal to cpu limit",
+        ),
+        (
+            "  resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}\n",
+            "must be less than or equal to memory limit",
+        ),
+        (
+            "  readinessProbe: {httpGet: {port: 0}}\n",
+            "must be between 1 and 65535",
+        ),
+        (
+            "  readinessProbe: {tcpSocket: {port: 0}}\n",
+            "must be between 1 and 65535",
+        ),
+        (
+            "  readinessProbe: {httpGet: {port: NOPE}}\n",
+            "readinessProbe.httpGet.port",
+        ),
+        (
+            "  readinessProbe: {httpGet: {port: 80}, tcpSocket: {port: 80}}\n",
+            "may not specify more than 1 handler type",
+        ),
+        (
+            "  readinessProbe: {httpGet: {port: 80}, periodSeconds: -1}\n",
+            "periodSeconds",
+        ),
+        (
+            "  livenessProbe: {httpGet: {port: 80}, successThreshold: 2}\n",
+            "must be 1",
+        ),
+        (
+            "  startupProbe: {httpGet: {port: 80}, successThreshold: 3}\n",
+            "must be 1",
+        ),
+        (
+            "  podTemplate: {serviceAccountName: Bad_Name}\n",
+            "serviceAccountName",
+        ),
+        (
+            "  podTemplate: {nodeSelector: {'bad key!': x}}\n",
+            "nodeSelector",
+        ),
+        (
+            "  podTemplate: {tolerations: [{key: a, operator: Sometimes}]}\n",
+            "operator",
+        ),
+        (
+            "  podTemplate: {affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: []}}}}\n",
+            "nodeSelectorTerms",
+        ),
+        (
+            "  podTemplate: {affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {}, topologyKey: ''}]}}}\n",
+            "topologyKey",
+        ),
+        (
+            "  podTemplate: {securityContext: {runAsUser: -1}}\n",
+            "runAsUser",
+        ),
+        (
+            "  podTemplate: {containerSecurityContext: {runAsGroup: -5}}\n",
+            "runAsGroup",
+        ),
+        (
+            "  podTemplate:\n    volumes: [{name: data, emptyDir: {}, hostPath: {path: /tmp}}]\n",
+            "may not specify more than 1 volume type",
+        ),
+        (
+            "  podTemplate:\n    volumes: [{name: data, emptyDir: {}}]\n    volumeMounts: [{name: data, mountPath: /d, subPath: /abs}]\n",
+            "subPath",
+        ),
+        (
+            "  podTemplate:\n    topologySpreadConstraints: [{maxSkew: 0, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]\n",
+            "maxSkew",
+        ),
+        (
+            "  podTemplate:\n    topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: Maybe}]\n",
+            "whenUnsatisfiable",
+        ),
+        (
+            "  podTemplate:\n    topologySpreadConstraints:\n    - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}\n    - {maxSkew: 2, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}\n",
+            "duplicate entries",
+        ),
+        (
+            "  env: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n",
+            "may not be specified when `value` is not empty",
+        ),
+        (
+            "  env: [{name: A, valueFrom: {fieldRef: {fieldPath: spec.nothing}}}]\n",
+            "fieldPath",
+        ),
+        (
+            "  envFrom: [{configMapRef: {name: 'Not_A_Name'}}]\n",
+            "configMapRef",
+        ),
+        (
+            "  podTemplate: {priorityClassName: no-such-priority}\n",
+            "no-such-priority",
+        ),
+        (
+            "  podTemplate: {terminationGracePeriodSeconds: 0, securityContext: {sysctls: [{name: 'not a sysctl', value: '1'}]}}\n",
+            "sysctls",
+        ),
+        (
+            "  service: {type: NodePort}\n  ports: [{containerPort: 80, nodePort: 80}]\n",
+            "provided port is not in the valid range",
+        ),
+        (
+            "  service: {type: LoadBalancer, loadBalancerSourceRanges: [not-a-cidr]}\n",
+            "must be a valid CIDR",
+        ),
+        (
+            "  service: {annotations: {'bad key!': x}}\n",
+            "metadata.annotations",
+        ),
+        (
+            "  podTemplate: {annotations: {'bad key!': x}}\n",
+            "annotations",
+        ),
+        (
+            "  podTemplate: {securityContext: {seccompProfile: {type: Localhost}}}\n",
+            "localhostProfile",
+        ),
+    ];
+    let yaml_of = |i: usize, extra: &str| match extra.contains("\n  ports:") {
+        true => format!(
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: h{i}}}\nspec:\n  image: nginx:1.27\n{extra}"
+        ),
+        false => bundle_yaml(&format!("h{i}"), extra),
+    };
+    let mut all = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (extra, _))| yaml_of(i, extra))
+        .collect::<Vec<_>>();
+    all.push(bundle_yaml("good", ""));
+    let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &all.join("---\n"));
+    assert!(
+        out.status.success(),
+        "a hostile case was refused at admission (move it to the admission test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api = bundles(&client, &ns);
+    let start = std::time::Instant::now();
+    wait_bundle(&api, "good", SECONDS_30, "the good one Ready", is_ready).await;
+    for (i, (extra, words)) in cases.iter().enumerate() {
+        let name = format!("h{i}");
+        let b = wait_bundle(
+            &api,
+            &name,
+            Duration::from_secs(10)
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_secs(1)),
+            &format!("{name} Stalled ({extra})"),
+            |b| {
+                b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
+                    && (condition_of(b, "Stalled").is_some_and(|c| c.0 == "True")
+                        || condition_of(b, "Ready").is_some_and(|c| c.1 == "PodCreationFailed"))
+            },
+        )
+        .await;
+        // Stalled, or (what can fix itself, like a PriorityClass created later) Ready=False
+        // with the reason pods cannot be created.
+        let (_, reason, message) = condition_of(&b, "Stalled")
+            .filter(|c| c.0 == "True")
+            .or_else(|| condition_of(&b, "Ready"))
+            .unwrap();
+        assert!(
+            message.contains(words),
+            "{name} ({extra}): {reason} without the server's words {words:?}: {message}"
+        );
+        assert_ne!(condition_of(&b, "Ready").unwrap().0, "True");
+    }
+    eprintln!(
+        "{} hostile AppBundles Stalled with the API server's words in {:?}",
+        cases.len(),
+        start.elapsed()
+    );
+    delete_namespace(&client, &ns).await;
+}

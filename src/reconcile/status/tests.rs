@@ -242,3 +242,117 @@ fn recomputing_the_same_facts_changes_nothing() {
         "a no-op reconcile must not produce a status write"
     );
 }
+
+#[test]
+fn old_pods_terminating_keep_ready_false() {
+    let b = bundle(3, "ClusterIP");
+    let d = deployment(
+        1,
+        json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3,
+               "availableReplicas": 3, "terminatingReplicas": 2}),
+    );
+    let svc = service(None);
+    let observed = Observed {
+        deployment: Some(&d),
+        service: Some(&svc),
+    };
+    let s = compute(&b, &observed, None, "cluster.local", &now());
+    assert_eq!(cond(&s, READY), (FALSE, reason::PODS_TERMINATING));
+    assert_eq!(cond(&s, RECONCILING).0, TRUE);
+    assert_eq!(cond(&s, STALLED).0, FALSE);
+}
+
+#[test]
+fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
+    let b = bundle(1, "ClusterIP");
+    let svc = service(None);
+    let failing = |message: &str| {
+        deployment(
+            1,
+            json!({"observedGeneration": 1, "replicas": 0, "conditions": [
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}]}),
+        )
+    };
+    let quota = failing("pods \"frontend-x\" is forbidden: exceeded quota: compute");
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&quota),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (FALSE, reason::POD_CREATION_FAILED));
+    assert_eq!(cond(&s, STALLED).0, FALSE, "quota can free up: not Stalled");
+    assert!(
+        find_condition(&s.conditions, READY)
+            .unwrap()
+            .message
+            .contains("exceeded quota")
+    );
+
+    let invalid = failing("Pod \"frontend-x\" is invalid: spec.containers[0].image: Invalid value");
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&invalid),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, STALLED), (TRUE, reason::POD_CREATION_FAILED));
+    assert_eq!(cond(&s, READY).0, FALSE);
+}
+
+#[test]
+fn scaled_to_zero_is_ready_once_no_pod_is_left() {
+    let b = bundle(0, "ClusterIP");
+    let svc = service(None);
+    let gone = deployment(1, json!({"observedGeneration": 1}));
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&gone),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (TRUE, reason::AVAILABLE));
+    let leaving = deployment(1, json!({"observedGeneration": 1, "replicas": 1}));
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&leaving),
+            service: Some(&svc),
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY).0, FALSE);
+}
+
+#[test]
+fn a_terminating_child_is_waited_for_not_stalled() {
+    let b = bundle(1, "ClusterIP");
+    let blocker = Blocker::Terminating {
+        kind: "Deployment",
+        name: "frontend".into(),
+    };
+    let s = compute(
+        &b,
+        &Observed::default(),
+        Some(&blocker),
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(cond(&s, READY), (FALSE, reason::CHILD_TERMINATING));
+    assert_eq!(cond(&s, RECONCILING).0, TRUE);
+    assert_eq!(cond(&s, STALLED).0, FALSE);
+}
