@@ -267,6 +267,43 @@ mod isolated {
             .unwrap();
         assert!(env.iter().any(|e| e.name == "FOO"), "{env:?}");
 
+        // A freshly started operator (as after a restart: nothing remembered) finds both children
+        // up to date as stored: it writes nothing. (It watches this namespace only; the shared
+        // operator keeps running beside it and, being settled, writes nothing either.)
+        let fresh = Operator::start(
+            &["--log-format=json".to_string(), format!("--namespace={ns}")],
+            &[],
+            &kubeconfig_path(),
+        )
+        .await;
+        eventually(
+            Duration::from_secs(30),
+            "the fresh operator to reconcile",
+            || async {
+                let n = fresh
+                    .metric(r#"kubundle_reconcile_total{result="success"}"#)
+                    .await;
+                if n >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} reconciles"))
+                }
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let fresh_applies = fresh
+            .metric(r#"kubundle_api_writes_total{kind="Deployment",verb="apply"}"#)
+            .await
+            + fresh
+                .metric(r#"kubundle_api_writes_total{kind="Service",verb="apply"}"#)
+                .await;
+        assert_eq!(
+            fresh_applies, 0.0,
+            "a restarted operator re-applied normalised children"
+        );
+        drop(fresh);
+
         // No "Updated" Event: nothing kubundle applied changed anything but replicas.
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
         let updated: Vec<_> = events

@@ -75,6 +75,9 @@ echo "kubundle metrics: http://$address/metrics"
 say "kubectl get appbundles,deployments,services,pods -n guestbook"
 kubectl get appbundles,deployments,services,pods -n guestbook
 
+say "the tutorial's labels reach the pods: kubectl get pods -n guestbook -l app=redis -L role,tier"
+kubectl get pods -n guestbook -l app=redis -L role,tier
+
 cat <<EOF2
 
 Try it:
@@ -82,6 +85,9 @@ Try it:
   kubectl scale appbundle frontend -n guestbook --replicas=5
   kubectl describe appbundle frontend -n guestbook      # conditions and Events
   kubectl delete service redis-leader -n guestbook       # kubundle recreates it
+  kubectl delete appbundle frontend -n guestbook --cascade=orphan && kubectl apply -n guestbook -f deploy/examples/guestbook.yaml
+                                                         # the orphans are adopted: no pod restarts
+  $cluster restart kube-apiserver --down 30              # an outage: /readyz says so, kubundle catches up
 Stop everything:
   $0 down
 EOF2
