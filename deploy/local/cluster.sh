@@ -15,6 +15,9 @@
 #                    stop one component (SIGTERM), keep all state, wait SECONDS (default 0), start it
 #                    again with the same flags and wait until it serves: fault injection for tests
 #   build            only build (or find in the cache) the binaries, print their directories
+#   build-node       build (or find in the cache) the real node's binaries (runc, containerd, CNI
+#                    plugins, kubelet, kube-proxy, CoreDNS), print their directories; not part of
+#                    `up` yet (issue #12). Needs libseccomp-dev (runc's seccomp support).
 #
 # Environment:
 #   KUBUNDLE_CLUSTER_DIR   cluster state (certificates, kubeconfig, data, logs, PIDs);
@@ -64,8 +67,9 @@ build_component() {
   tmp=$(mktemp -d "$cache/bin/.build-$comp.XXXXXX")
   start=$SECONDS
   log "building $comp $version (first time on this machine; cached in $dir)"
-  if ! (cd "$here/tools/$comp" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=readonly" \
-      go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "$@"); then
+  # BUILD_CGO=1 and BUILD_TAGS for the one component that needs them (runc: libseccomp).
+  if ! (cd "$here/tools/$comp" && CGO_ENABLED=${BUILD_CGO:-0} GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=readonly" \
+      go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $ldflags" -o "$tmp/" "$@"); then
     rm -rf "$tmp"
     die "building $comp failed (see the go output above)"
   fi
@@ -112,6 +116,41 @@ build_all() {
 
   flock -u 9
 }
+
+# The real node's components (issue #12): built on request, not by `up` yet.
+build_node() {
+  command -v go >/dev/null || die "go is not installed; it builds the node's components"
+  [ -f /usr/include/seccomp.h ] || die "runc needs libseccomp-dev: apt-get install -y libseccomp-dev"
+  mkdir -p "$cache"
+  exec 9>"$cache/.build.lock"
+  flock 9
+  local k8s_minor=${KUBERNETES_VERSION#v1.}
+  k8s_minor=${k8s_minor%%.*}
+  local k8s_ldflags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    k8s_ldflags+=" -X $pkg.gitCommit=0000000000000000000000000000000000000000 -X $pkg.gitTreeState=clean"
+    k8s_ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  build_component kubernetes-node "$KUBERNETES_VERSION" "$k8s_ldflags" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+  BUILD_CGO=1 BUILD_TAGS=seccomp build_component runc "$RUNC_VERSION" \
+    "-X main.version=${RUNC_VERSION#v}" github.com/opencontainers/runc
+  BUILD_TAGS="no_btrfs no_devmapper no_zfs" build_component containerd "$CONTAINERD_VERSION" \
+    "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+    github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+  build_component cni-plugins "$CNI_PLUGINS_VERSION" "" \
+    github.com/containernetworking/plugins/plugins/main/bridge \
+    github.com/containernetworking/plugins/plugins/main/loopback \
+    github.com/containernetworking/plugins/plugins/ipam/host-local \
+    github.com/containernetworking/plugins/plugins/meta/portmap
+  build_component coredns "$COREDNS_VERSION" "" github.com/coredns/coredns
+  flock -u 9
+}
+
+# runc and CoreDNS are module roots: go names their binaries after the module's last element.
+after_build_coredns() { [ -x "$1/coredns" ]; }
 
 # The etcd main package is the module root go.etcd.io/etcd/server/v3, so go names the binary "server".
 after_build_etcd() { mv "$1/server" "$1/etcd"; }
@@ -516,6 +555,15 @@ case ${1:-} in
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   restart) shift; cmd_restart "$@" ;;
+  build-node)
+    build_node
+    for comp in kubernetes-node runc containerd cni-plugins coredns; do
+      v=$(case $comp in kubernetes-node) echo "$KUBERNETES_VERSION" ;; runc) echo "$RUNC_VERSION" ;;
+        containerd) echo "$CONTAINERD_VERSION" ;; cni-plugins) echo "$CNI_PLUGINS_VERSION" ;;
+        coredns) echo "$COREDNS_VERSION" ;; esac)
+      echo "$comp: $(bin_dir "$comp" "$v")"
+    done
+    ;;
   build)
     build_all
     echo "kubernetes: $(k8s_bin)"

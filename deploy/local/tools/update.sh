@@ -72,6 +72,30 @@ write_module "$here/kubernetes" kubundle.dev/local-tools/kubernetes \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 
+# The node's kubelet and kube-proxy: the same module and replacements, their own wrapper (so that
+# the control plane's cached build does not change when the node's does).
+write_module "$here/kubernetes-node" kubundle.dev/local-tools/kubernetes-node \
+  $'\n'"	k8s.io/kubernetes $KUBERNETES_VERSION" "$replaces" \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+
+write_module "$here/runc" kubundle.dev/local-tools/runc \
+  $'\n'"	github.com/opencontainers/runc $RUNC_VERSION" "" github.com/opencontainers/runc
+
+write_module "$here/containerd" kubundle.dev/local-tools/containerd \
+  $'\n'"	github.com/containerd/containerd/v2 $CONTAINERD_VERSION" "" \
+  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+
+write_module "$here/cni-plugins" kubundle.dev/local-tools/cni-plugins \
+  $'\n'"	github.com/containernetworking/plugins $CNI_PLUGINS_VERSION" "" \
+  github.com/containernetworking/plugins/plugins/main/bridge \
+  github.com/containernetworking/plugins/plugins/main/loopback \
+  github.com/containernetworking/plugins/plugins/ipam/host-local \
+  github.com/containernetworking/plugins/plugins/meta/portmap
+
+write_module "$here/coredns" kubundle.dev/local-tools/coredns \
+  $'\n'"	github.com/coredns/coredns $COREDNS_VERSION" "" github.com/coredns/coredns
+
 write_module "$here/etcd" kubundle.dev/local-tools/etcd \
   $'\n'"	go.etcd.io/etcd/server/v3 $ETCD_VERSION" "" go.etcd.io/etcd/server/v3
 
