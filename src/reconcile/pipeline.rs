@@ -81,7 +81,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     let name = bundle.name_any();
 
     // Read every child first (concurrently); write nothing unless every child may be written.
-    let (d, s) = futures::try_join!(
+    let (mut d, mut s): (Child<Deployment>, Child<Service>) = futures::try_join!(
         children::read(
             "Deployment",
             Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
@@ -97,7 +97,6 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             &name,
         ),
     )?;
-    let (mut d, mut s): (Child<Deployment>, Child<Service>) = (d, s);
     let mut blocker = d.blocker().or_else(|| s.blocker());
 
     let mut changes = [("Deployment", Change::None), ("Service", Change::None)];
