@@ -479,6 +479,10 @@ EOF
 
   # QPS: the defaults (20 for the controller manager, 50 for the scheduler) would make these
   # components, not the operator under test, the bottleneck when thousands of pods start at once.
+  # Node grace period 2 m (default 50 s): kwok marks a pod Ready once, so when the node lifecycle
+  # controller marks pods NotReady after missed heartbeats (the fault tests stop the API server for
+  # 60 s, and kwok cannot renew its leases meanwhile) they would stay NotReady for good, where a
+  # real kubelet would report them Ready again.
   start kube-controller-manager --kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
     --authorization-kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
@@ -486,7 +490,7 @@ EOF
     --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
     --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
-    --kube-api-qps=200 --kube-api-burst=400 --profiling=false
+    --kube-api-qps=200 --kube-api-burst=400 --profiling=false --node-monitor-grace-period=2m
   start kube-scheduler --kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
     --authentication-kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
     --authorization-kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
