@@ -26,6 +26,11 @@ impl Error {
         "serialize",
     ];
 
+    /// The API server could not be reached at all (no HTTP answer).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Api(e) if !matches!(e, kube::Error::Api(_)))
+    }
+
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

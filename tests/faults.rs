@@ -24,15 +24,7 @@ mod faults {
 
     /// The HTTP status of GET `url`, or None when nothing answers.
     async fn http_status(url: &str) -> Option<u16> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let rest = url.strip_prefix("http://")?;
-        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
-        let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        response.split(' ').nth(1)?.parse().ok()
+        http_get(url).await.ok().map(|(status, _)| status)
     }
 
     fn bundle(name: &str, image: &str) -> String {
@@ -43,17 +35,7 @@ mod faults {
     }
 
     fn deployment_image(d: &Deployment) -> String {
-        d.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .image
-            .clone()
-            .unwrap_or_default()
+        container(d).image.clone().unwrap_or_default()
     }
 
     /// Stops `component` for `down` seconds while checking /readyz; then makes a spec change and

@@ -261,10 +261,7 @@ mod isolated {
             .get("norm")
             .await
             .unwrap();
-        let env = d.spec.unwrap().template.spec.unwrap().containers[0]
-            .env
-            .clone()
-            .unwrap();
+        let env = container(&d).env.clone().unwrap();
         assert!(env.iter().any(|e| e.name == "FOO"), "{env:?}");
 
         // A freshly started operator (as after a restart: nothing remembered) finds both children

@@ -352,29 +352,7 @@ async fn deleting_the_bundle_collects_its_children() {
     let api = bundles(&client, &ns);
     wait_bundle(&api, "web", SECONDS_30, "web Ready", is_ready).await;
     api.delete("web", &DeleteParams::default()).await.unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        SECONDS_30,
-        "the Deployment and Service to be garbage-collected",
-        || async {
-            let d = deployments
-                .get_opt("web")
-                .await
-                .map_err(|e| e.to_string())?;
-            let s = services.get_opt("web").await.map_err(|e| e.to_string())?;
-            if d.is_none() && s.is_none() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "deployment {}, service {}",
-                    d.is_some(),
-                    s.is_some()
-                ))
-            }
-        },
-    )
-    .await;
+    children_gone(&client, &ns, "web", SECONDS_30).await;
     delete_namespace(&client, &ns).await;
 }
 

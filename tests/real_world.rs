@@ -24,10 +24,16 @@ fn bundles(client: &Client, ns: &str) -> Api<AppBundle> {
     Api::namespaced(client.clone(), ns)
 }
 
+/// An AppBundle with an image, one port and `extra` spec lines (which may replace the ports).
 fn bundle_yaml(name: &str, extra: &str) -> String {
+    let ports = if extra.starts_with("  ports:") || extra.contains("\n  ports:") {
+        ""
+    } else {
+        "  ports: [{name: http, containerPort: 80}]\n"
+    };
     format!(
         "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {name}}}\n\
-         spec:\n  image: nginx:1.27\n  ports: [{{name: http, containerPort: 80}}]\n{extra}"
+         spec:\n  image: nginx:1.27\n{ports}{extra}"
     )
 }
 
@@ -78,28 +84,6 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
-async fn children_gone(client: &Client, ns: &str, name: &str) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    eventually(
-        Duration::from_secs(60),
-        "the children to be deleted",
-        || async {
-            let d = deployments.get_opt(name).await.map_err(|e| e.to_string())?;
-            let s = services.get_opt(name).await.map_err(|e| e.to_string())?;
-            match (d, s) {
-                (None, None) => Ok(()),
-                (d, s) => Err(format!(
-                    "deployment {}, service {}",
-                    d.is_some(),
-                    s.is_some()
-                )),
-            }
-        },
-    )
-    .await;
-}
-
 /// Foreground and background deletion end with the children gone and never re-created: kubundle
 /// writes nothing for an AppBundle that is being deleted. (Before: with foreground deletion,
 /// kubundle re-created the Deployment and Service that the garbage collector was deleting.)
@@ -123,7 +107,7 @@ async fn deletion_never_recreates_children() {
             "--wait=true",
             "--timeout=60s",
         ]));
-        children_gone(&client, &ns, name).await;
+        children_gone(&client, &ns, name, Duration::from_secs(60)).await;
         // Anything kubundle might still do happens within a few seconds of the last event.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let seen = seen.lock().unwrap().clone();
@@ -132,7 +116,7 @@ async fn deletion_never_recreates_children() {
             2,
             "{cascade} deletion: children were re-created (UIDs seen: {seen:?})"
         );
-        children_gone(&client, &ns, name).await;
+        children_gone(&client, &ns, name, Duration::from_secs(60)).await;
     }
     delete_namespace(&client, &ns).await;
 }
@@ -345,10 +329,7 @@ async fn quantities_accept_numbers_and_refuse_nonsense() {
         .get("num")
         .await
         .unwrap();
-    let resources = d.spec.unwrap().template.spec.unwrap().containers[0]
-        .resources
-        .clone()
-        .unwrap();
+    let resources = container(&d).resources.clone().unwrap();
     let requests = resources.requests.unwrap();
     assert_eq!(requests["cpu"].0, "500m");
     assert_eq!(requests["memory"].0, "1G");
@@ -571,13 +552,7 @@ async fn more_invalid_bundles_are_refused_at_apply_time() {
         ),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
-        let yaml = match extra.strip_prefix("  ports:") {
-            // a case about the ports replaces the default ones
-            Some(_) => format!(
-                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: bad{i}}}\nspec:\n  image: nginx:1.27\n{extra}"
-            ),
-            None => bundle_yaml(&format!("bad{i}"), extra),
-        };
+        let yaml = bundle_yaml(&format!("bad{i}"), extra);
         let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} was admitted:\n{extra}");
@@ -821,16 +796,10 @@ async fn hostile_bundles_are_stalled_with_the_servers_words_and_block_no_one() {
             "localhostProfile",
         ),
     ];
-    let yaml_of = |i: usize, extra: &str| match extra.contains("\n  ports:") {
-        true => format!(
-            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: h{i}}}\nspec:\n  image: nginx:1.27\n{extra}"
-        ),
-        false => bundle_yaml(&format!("h{i}"), extra),
-    };
     let mut all = cases
         .iter()
         .enumerate()
-        .map(|(i, (extra, _))| yaml_of(i, extra))
+        .map(|(i, (extra, _))| bundle_yaml(&format!("h{i}"), extra))
         .collect::<Vec<_>>();
     all.push(bundle_yaml("good", ""));
     let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &all.join("---\n"));

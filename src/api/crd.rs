@@ -68,7 +68,7 @@ pub fn crd() -> CustomResourceDefinition {
                 }
             }
         }
-        accept_numeric_quantities(root);
+        accept_numeric_quantities(root, "");
     }
     crd
 }
@@ -86,11 +86,8 @@ fn is_quantity(key: &str, schema: &JSONSchemaProps) -> bool {
                 .is_some_and(|d| d.starts_with("Quantity is a fixed-point representation")))
 }
 
-fn accept_numeric_quantities(schema: &mut JSONSchemaProps) {
-    walk(schema, "");
-}
-
-fn walk(schema: &mut JSONSchemaProps, key: &str) {
+/// Rewrites every quantity schema under `schema` (the field `key`) to accept numbers too.
+fn accept_numeric_quantities(schema: &mut JSONSchemaProps, key: &str) {
     if is_quantity(key, schema) {
         schema.x_kubernetes_int_or_string = None;
         schema.any_of = None;
@@ -104,18 +101,18 @@ fn walk(schema: &mut JSONSchemaProps, key: &str) {
     }
     if let Some(props) = schema.properties.as_mut() {
         for (k, v) in props.iter_mut() {
-            walk(v, k);
+            accept_numeric_quantities(v, k);
         }
     }
     if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
-        walk(items, "");
+        accept_numeric_quantities(items, "");
     }
     if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
         if is_quantity("", values) {
             // a map of quantities (requests, limits): bounded
             schema.max_properties = Some(MAX_RESOURCE_NAMES);
         }
-        walk(values, "");
+        accept_numeric_quantities(values, "");
     }
 }
 

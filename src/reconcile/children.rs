@@ -253,16 +253,19 @@ where
         }
     }
 
-    /// Applies the rendering (server-side apply, field manager `kubundle`, forced: fields kubundle
-    /// sets are its own, whoever last edited them; fields it does not set stay with their
-    /// owners). Returns what really changed: an apply the API server found to be a no-op (same
-    /// resourceVersion) changed nothing, and is remembered in `settled`.
+    /// Applies the rendering when `change` says it is needed (server-side apply, field manager
+    /// `kubundle`, forced: fields kubundle sets are its own, whoever last edited them; fields it
+    /// does not set stay with their owners). Returns what really changed: an apply the API server
+    /// found to be a no-op (same resourceVersion) changed nothing, and is remembered in `settled`.
     pub async fn apply(
         &mut self,
         change: Change,
         metrics: &Metrics,
         settled: &Settled,
     ) -> Result<Change, kube::Error> {
+        if change == Change::None {
+            return Ok(Change::None);
+        }
         let name = self.desired.meta().name.clone().unwrap_or_default();
         let before = self.live().and_then(|l| l.meta().resource_version.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();

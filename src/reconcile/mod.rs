@@ -243,7 +243,7 @@ fn error_policy(obj: Arc<CachedBundle>, error: &Error, ctx: Arc<Context>) -> Act
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
     let delay = backoff(*n);
-    Action::requeue(if error.label() == "api_unreachable" {
+    Action::requeue(if error.is_unreachable() {
         delay.min(UNREACHABLE_RETRY)
     } else {
         delay

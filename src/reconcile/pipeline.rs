@@ -36,17 +36,6 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     // spec this version cannot read gets its status written.
     let status_api: Api<CachedBundle> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let report_only = |bundle: &AppBundle, blocker: Blocker| {
-        let status = status::compute(
-            bundle,
-            &Observed::default(),
-            Some(&blocker),
-            &ctx.settings.cluster_domain,
-            &now,
-        );
-        (bundle.clone(), status)
-    };
-
     let bundle = match obj.bundle() {
         Ok(bundle) => bundle,
         Err(e) => {
@@ -58,23 +47,18 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             );
             stub.metadata = obj.metadata.clone();
             stub.status = obj.status.clone();
-            let (stub, status) = report_only(&stub, Blocker::InvalidSpec { message });
-            write_status(ctx, &status_api, &stub, &status, &reference).await?;
-            return Ok(Action::await_change());
+            let blocker = Blocker::InvalidSpec { message };
+            return report_blocked(ctx, &status_api, &stub, blocker, &reference, &now).await;
         }
     };
 
     let (deployment, service) = match (render::deployment(&bundle), render::service(&bundle)) {
         (Ok(d), Ok(s)) => (d, s),
         (Err(e), _) | (_, Err(e)) => {
-            let (bundle, status) = report_only(
-                &bundle,
-                Blocker::InvalidSpec {
-                    message: e.to_string(),
-                },
-            );
-            write_status(ctx, &status_api, &bundle, &status, &reference).await?;
-            return Ok(Action::await_change());
+            let blocker = Blocker::InvalidSpec {
+                message: e.to_string(),
+            };
+            return report_blocked(ctx, &status_api, &bundle, blocker, &reference, &now).await;
         }
     };
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
@@ -119,19 +103,10 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             }
         }
         // Apply what differs, each request to completion whatever the other's fate.
-        let apply_d = async {
-            match needed[0] {
-                Change::None => Ok(Change::None),
-                c => d.apply(c, &ctx.metrics, &ctx.settled).await,
-            }
-        };
-        let apply_s = async {
-            match needed[1] {
-                Change::None => Ok(Change::None),
-                c => s.apply(c, &ctx.metrics, &ctx.settled).await,
-            }
-        };
-        let (rd, rs) = futures::join!(apply_d, apply_s);
+        let (rd, rs) = futures::join!(
+            d.apply(needed[0], &ctx.metrics, &ctx.settled),
+            s.apply(needed[1], &ctx.metrics, &ctx.settled),
+        );
         let mut transient = None;
         for (i, result) in [rd, rs].into_iter().enumerate() {
             match result {
@@ -182,6 +157,27 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         Some(_) => Action::await_change(),
         None => Action::await_change(),
     })
+}
+
+/// Reports an AppBundle that cannot get as far as its children (its spec cannot be read or
+/// rendered); only a new spec can change that.
+async fn report_blocked(
+    ctx: &Context,
+    api: &Api<CachedBundle>,
+    bundle: &AppBundle,
+    blocker: Blocker,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    now: &Time,
+) -> Result<Action> {
+    let status = status::compute(
+        bundle,
+        &Observed::default(),
+        Some(&blocker),
+        &ctx.settings.cluster_domain,
+        now,
+    );
+    write_status(ctx, api, bundle, &status, reference).await?;
+    Ok(Action::await_change())
 }
 
 /// One Event for what this reconcile changed, naming each child.

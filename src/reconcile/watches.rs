@@ -70,17 +70,12 @@ impl Backoff for NoBackoff {
     fn reset(&mut self) {}
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct StreamState {
-    /// The last error, while no event has come since.
-    failing_since_error: Option<Instant>,
-}
-
 /// The health of the watch streams, shared with `/readyz`.
 #[derive(Debug)]
 pub struct WatchHealth {
     names: Vec<&'static str>,
-    states: Mutex<Vec<StreamState>>,
+    /// Per stream, the time of its last error while no event has come since.
+    last_errors: Mutex<Vec<Option<Instant>>>,
 }
 
 impl WatchHealth {
@@ -88,7 +83,7 @@ impl WatchHealth {
     pub fn new(names: &[&'static str]) -> Self {
         WatchHealth {
             names: names.to_vec(),
-            states: Mutex::new(vec![StreamState::default(); names.len()]),
+            last_errors: Mutex::new(vec![None; names.len()]),
         }
     }
 
@@ -101,20 +96,16 @@ impl WatchHealth {
 
     fn record(&self, name: &str, at: Instant, ok: bool) {
         let i = self.index(name);
-        let mut states = self.states.lock().unwrap();
-        states[i].failing_since_error = if ok { None } else { Some(at) };
+        self.last_errors.lock().unwrap()[i] = if ok { None } else { Some(at) };
     }
 
     /// The resources whose watch is failing at `now`; empty when all are healthy.
     pub fn failing_at(&self, now: Instant) -> Vec<&'static str> {
-        let states = self.states.lock().unwrap();
+        let last_errors = self.last_errors.lock().unwrap();
         self.names
             .iter()
-            .zip(states.iter())
-            .filter(|(_, s)| {
-                s.failing_since_error
-                    .is_some_and(|t| now.saturating_duration_since(t) < FAILING_WINDOW)
-            })
+            .zip(last_errors.iter())
+            .filter(|(_, e)| e.is_some_and(|t| now.saturating_duration_since(t) < FAILING_WINDOW))
             .map(|(n, _)| *n)
             .collect()
     }

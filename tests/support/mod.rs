@@ -206,22 +206,82 @@ pub fn metrics_url() -> String {
 
 /// Fetches a Prometheus text exposition over plain HTTP (no client library needed for loopback).
 pub async fn scrape(url: &str) -> String {
+    let (status, body) = http_get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}
+
+/// GET over plain HTTP/1.1: the status code and the body, or why nothing usable answered.
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
     let (host, path) = rest
         .split_once('/')
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        .map_err(|e| format!("cannot connect: {e}"))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
-    body.to_string()
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or("not an HTTP response")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// The (first and only) container of a Deployment kubundle rendered.
+pub fn container(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+) -> &k8s_openapi::api::core::v1::Container {
+    &d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+/// Waits up to `timeout` until neither a Deployment nor a Service named `name` is left in `ns`.
+pub async fn children_gone(client: &Client, ns: &str, name: &str, timeout: Duration) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually(
+        timeout,
+        "the Deployment and Service to be deleted",
+        || async {
+            let d = deployments.get_opt(name).await.map_err(|e| e.to_string())?;
+            let s = services.get_opt(name).await.map_err(|e| e.to_string())?;
+            match (d, s) {
+                (None, None) => Ok(()),
+                (d, s) => Err(format!(
+                    "deployment {}, service {}",
+                    d.is_some(),
+                    s.is_some()
+                )),
+            }
+        },
+    )
+    .await;
 }
 
 /// The value of one sample (`name{labels}` exactly as exposed, or a bare name) in an exposition.
