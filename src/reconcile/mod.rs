@@ -9,7 +9,9 @@
 //!   change or deletion of a child triggers its AppBundle's reconcile, and drift is undone.
 //! - Writes are server-side apply with field manager `kubundle`, and only when a child differs from
 //!   its rendering: a steady cluster sees no write from kubundle.
-//! - An existing object of a child's name that the AppBundle does not control is never written.
+//! - An existing object of a child's name that the AppBundle does not control is never written,
+//!   except an orphan kubundle itself made for an AppBundle of that name (its labels, no
+//!   controller), which is adopted.
 
 mod cached;
 pub mod children;
