@@ -40,7 +40,8 @@ mod faults {
 
     /// Stops `component` for `down` seconds while checking /readyz; then makes a spec change and
     /// a drift and measures how long kubundle takes to apply and repair them.
-    async fn outage(component: &str, down: u64, expect_not_ready: bool) {
+    /// `bound`: how soon after it is made a change must be applied (and a drift undone).
+    async fn outage(component: &str, down: u64, expect_not_ready: bool, bound: Duration) {
         let client = client().await;
         let operator = start_operator().await;
         let ns = create_namespace(&client, &format!("fault-{component}")).await;
@@ -76,7 +77,7 @@ mod faults {
         );
 
         // Back: /readyz says ready again within seconds, and a change and a drift, made now, are
-        // handled within 10 s.
+        // handled within `bound`.
         let back = Instant::now();
         eventually(Duration::from_secs(20), "/readyz to say ready", || async {
             match http_status(&readyz).await {
@@ -102,18 +103,14 @@ mod faults {
         )
         .await;
         let changed = Instant::now();
-        eventually(
-            Duration::from_secs(10),
-            "the new image in the Deployment",
-            || async {
-                let d = deployments.get("web").await.map_err(|e| e.to_string())?;
-                if deployment_image(&d) == "nginx:1.29" {
-                    Ok(())
-                } else {
-                    Err(deployment_image(&d))
-                }
-            },
-        )
+        eventually(bound, "the new image in the Deployment", || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            if deployment_image(&d) == "nginx:1.29" {
+                Ok(())
+            } else {
+                Err(deployment_image(&d))
+            }
+        })
         .await;
         let applied_after = changed.elapsed();
         let drift = serde_json::json!({"spec": {"replicas": 5}});
@@ -122,37 +119,29 @@ mod faults {
             .await
             .unwrap();
         let drifted = Instant::now();
-        eventually(
-            Duration::from_secs(10),
-            "the drift to be undone",
-            || async {
-                let d = deployments.get("web").await.map_err(|e| e.to_string())?;
-                match d.spec.and_then(|s| s.replicas) {
-                    Some(2) => Ok(()),
-                    other => Err(format!("replicas {other:?}")),
-                }
-            },
-        )
+        eventually(bound, "the drift to be undone", || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            match d.spec.and_then(|s| s.replicas) {
+                Some(2) => Ok(()),
+                other => Err(format!("replicas {other:?}")),
+            }
+        })
         .await;
         let repaired_after = drifted.elapsed();
-        // The status speaks of the new generation within 10 s too (Ready itself follows the
+        // The status speaks of the new generation within `bound` too (Ready itself follows the
         // Deployment controller and the nodes, below).
-        eventually(
-            Duration::from_secs(10),
-            "status for the new generation",
-            || async {
-                let b = api.get("web").await.map_err(|e| e.to_string())?;
-                let observed = b.status.as_ref().and_then(|s| s.observed_generation);
-                if observed == b.metadata.generation {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "observedGeneration {observed:?} of {:?}",
-                        b.metadata.generation
-                    ))
-                }
-            },
-        )
+        eventually(bound, "status for the new generation", || async {
+            let b = api.get("web").await.map_err(|e| e.to_string())?;
+            let observed = b.status.as_ref().and_then(|s| s.observed_generation);
+            if observed == b.metadata.generation {
+                Ok(())
+            } else {
+                Err(format!(
+                    "observedGeneration {observed:?} of {:?}",
+                    b.metadata.generation
+                ))
+            }
+        })
         .await;
         wait_bundle(
             &api,
@@ -185,14 +174,16 @@ mod faults {
     /// 327 s, with /readyz saying 200 throughout.)
     #[tokio::test]
     async fn api_server_down_for_a_minute() {
-        outage("kube-apiserver", 60, true).await;
+        outage("kube-apiserver", 60, true, Duration::from_secs(10)).await;
     }
 
     /// etcd stopped for 20 s: the API server answers with errors meanwhile; afterwards kubundle
-    /// handles a change and a drift within 10 s.
+    /// handles a change and a drift. Usually within 0.3 s, but the API server's own watch cache
+    /// re-syncs with etcd at its own pace and kubundle's watches see no error meanwhile (one run
+    /// saw the change's watch event arrive after more than 10 s), so the bound here is 60 s.
     #[tokio::test]
     async fn etcd_down_for_20_seconds() {
-        outage("etcd", 20, false).await;
+        outage("etcd", 20, false, Duration::from_secs(60)).await;
     }
 
     /// The operator killed with SIGKILL in the middle of an image update of 500 AppBundles: a new
