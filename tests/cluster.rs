@@ -224,7 +224,8 @@ fn second_cluster_lifecycle_up_reuse_down_up_recover() {
         let mut cmd = Command::new(&script);
         cmd.arg(arg)
             .env("KUBUNDLE_CLUSTER_DIR", &dir)
-            .env("KUBUNDLE_NODES", "1");
+            .env("KUBUNDLE_NODES", "1")
+            .env("KUBUNDLE_REAL_NODE", "0");
         cmd
     };
     let readyz = |dir: &Path| {
@@ -245,7 +246,7 @@ fn second_cluster_lifecycle_up_reuse_down_up_recover() {
     let first = Processes::read(&dir);
     let main_port = std::fs::read_to_string(kubeconfig_path()).unwrap();
     assert!(
-        !main_port.contains(&format!("127.0.0.1:{}", first.ports["APISERVER_PORT"])),
+        !main_port.contains(&format!(":{}\n", first.ports["APISERVER_PORT"])),
         "the second cluster took the first one's API server port"
     );
 
@@ -297,6 +298,7 @@ impl Processes {
             .unwrap()
             .lines()
             .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.ends_with("_PORT"))
             .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
             .collect();
         Processes { pids, ports }

@@ -657,7 +657,8 @@ fn startup_without_the_crd_fails_with_a_clear_error() {
         let mut cmd = std::process::Command::new(&script);
         cmd.arg(arg)
             .env("KUBUNDLE_CLUSTER_DIR", &dir)
-            .env("KUBUNDLE_NODES", "1");
+            .env("KUBUNDLE_NODES", "1")
+            .env("KUBUNDLE_REAL_NODE", "0");
         cmd
     };
     // Brings the second cluster down however the test ends, even when `up` itself failed half way.

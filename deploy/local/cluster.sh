@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane made of real components, run as plain processes on 127.0.0.1:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and kwok for fake nodes whose pods
-# become Running and Ready. Every binary is built from its Go module through the Go module proxy
+# become Running and Ready; beside them, where the machine allows, one real node that runs containers
+# (containerd, runc, kubelet, kube-proxy, CNI, CoreDNS, a local OCI registry: see node.sh). Every binary is built from its Go module through the Go module proxy
 # (versions in deploy/local/versions.env, wrapper modules in deploy/local/tools/) and cached outside
 # the repository, so only the first `up` on a machine (or after a version change) builds anything.
 #
@@ -16,8 +17,15 @@
 #                    again with the same flags and wait until it serves: fault injection for tests
 #   build            only build (or find in the cache) the binaries, print their directories
 #   build-node       build (or find in the cache) the real node's binaries (runc, containerd, CNI
-#                    plugins, kubelet, kube-proxy, CoreDNS), print their directories; not part of
-#                    `up` yet (issue #12). Needs libseccomp-dev (runc's seccomp support).
+#                    plugins, kubelet, kube-proxy, pause, CoreDNS, crane, registry), print their
+#                    directories. Needs libseccomp-dev (runc's seccomp support) and gcc.
+#   registry         print the local registry's address (127.0.0.1:PORT) and the name the node pulls by
+#   image-push REF ROOTDIR [CRANE_MUTATE_FLAGS...]
+#                    push ROOTDIR as a one-layer linux/amd64 image REF (NAME:TAG) to the local
+#                    registry, its config set by `crane mutate` flags (--entrypoint, --user, ...)
+#   real-namespace NAME
+#                    create (or update) namespace NAME so that its pods run on the real node and
+#                    its LoadBalancer Services get an address from the load-balancer stand-in
 #
 # Environment:
 #   KUBUNDLE_CLUSTER_DIR   cluster state (certificates, kubeconfig, data, logs, PIDs);
@@ -26,6 +34,9 @@
 #   KUBUNDLE_NODES         number of kwok nodes (default 8)
 #   KUBUNDLE_NODE_PODS     pods each node accepts (default 1500; 8 x 1500 = 12,000 pods)
 #   KUBUNDLE_PROFILING     1: kube-apiserver serves /debug/pprof (for profiling the benchmark)
+#   KUBUNDLE_REAL_NODE     auto (default): a real node where the machine allows it (root, cgroups,
+#                          iptables, no other real node on the machine); 0: kwok nodes only;
+#                          1: fail when a real node is not possible
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +55,18 @@ build_recipe=1
 
 log() { printf '%s [cluster] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# shellcheck source=node.sh
+source "$here/node.sh"
+
+# load_components: the control plane, and the real node's processes when this cluster has one.
+load_components() {
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+  if [ -f "$state/node.env" ]; then
+    components+=(registry nodens containerd kubelet kube-proxy loadbalancer)
+  fi
+  return 0
+}
 
 # ---------------------------------------------------------------- building
 
@@ -86,6 +109,18 @@ build_component() {
   log "built $comp in $((SECONDS - start))s"
 }
 
+# The version stamp of Kubernetes binaries (what `kubectl version` and the node report).
+k8s_ldflags() {
+  local k8s_minor=${KUBERNETES_VERSION#v1.} flags="" pkg
+  k8s_minor=${k8s_minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    flags+=" -X $pkg.gitCommit=0000000000000000000000000000000000000000 -X $pkg.gitTreeState=clean"
+    flags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
 build_all() {
   command -v go >/dev/null || die "go is not installed; it builds the control plane's components"
   # Builds are serialised across concurrent callers (the demo and the tests may start together).
@@ -93,15 +128,7 @@ build_all() {
   exec 9>"$cache/.build.lock"
   flock 9
 
-  local k8s_minor=${KUBERNETES_VERSION#v1.}
-  k8s_minor=${k8s_minor%%.*}
-  local commit=0000000000000000000000000000000000000000
-  local k8s_ldflags="" pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-    k8s_ldflags+=" -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
-  build_component kubernetes "$KUBERNETES_VERSION" "$k8s_ldflags" \
+  build_component kubernetes "$KUBERNETES_VERSION" "$(k8s_ldflags)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 
@@ -116,41 +143,6 @@ build_all() {
 
   flock -u 9
 }
-
-# The real node's components (issue #12): built on request, not by `up` yet.
-build_node() {
-  command -v go >/dev/null || die "go is not installed; it builds the node's components"
-  [ -f /usr/include/seccomp.h ] || die "runc needs libseccomp-dev: apt-get install -y libseccomp-dev"
-  mkdir -p "$cache"
-  exec 9>"$cache/.build.lock"
-  flock 9
-  local k8s_minor=${KUBERNETES_VERSION#v1.}
-  k8s_minor=${k8s_minor%%.*}
-  local k8s_ldflags="" pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-    k8s_ldflags+=" -X $pkg.gitCommit=0000000000000000000000000000000000000000 -X $pkg.gitTreeState=clean"
-    k8s_ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
-  build_component kubernetes-node "$KUBERNETES_VERSION" "$k8s_ldflags" \
-    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
-  BUILD_CGO=1 BUILD_TAGS=seccomp build_component runc "$RUNC_VERSION" \
-    "-X main.version=${RUNC_VERSION#v}" github.com/opencontainers/runc
-  BUILD_TAGS="no_btrfs no_devmapper no_zfs" build_component containerd "$CONTAINERD_VERSION" \
-    "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
-    github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
-    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-  build_component cni-plugins "$CNI_PLUGINS_VERSION" "" \
-    github.com/containernetworking/plugins/plugins/main/bridge \
-    github.com/containernetworking/plugins/plugins/main/loopback \
-    github.com/containernetworking/plugins/plugins/ipam/host-local \
-    github.com/containernetworking/plugins/plugins/meta/portmap
-  build_component coredns "$COREDNS_VERSION" "" github.com/coredns/coredns
-  flock -u 9
-}
-
-# runc and CoreDNS are module roots: go names their binaries after the module's last element.
-after_build_coredns() { [ -x "$1/coredns" ]; }
 
 # The etcd main package is the module root go.etcd.io/etcd/server/v3, so go names the binary "server".
 after_build_etcd() { mv "$1/server" "$1/etcd"; }
@@ -174,6 +166,11 @@ binary_of() {
   case $1 in
     etcd) echo "$(bin_dir etcd "$ETCD_VERSION")/etcd" ;;
     kwok) echo "$(bin_dir kwok "$KWOK_VERSION")/kwok" ;;
+    registry) echo "$(node_bin distribution)/registry" ;;
+    containerd) echo "$(node_bin containerd)/containerd" ;;
+    kubelet | kube-proxy) echo "$(node_bin kubernetes-node)/$1" ;;
+    nodens) command -v sleep ;;
+    loadbalancer) command -v bash ;;
     *) echo "$(k8s_bin)/$1" ;;
   esac
 }
@@ -210,17 +207,29 @@ free_ports() {
 }
 
 # start COMPONENT ARGS...: run the component in the background with its log and PID file.
+# START_PREFIX: a launcher that execs the component (unshare, nsenter), split on spaces.
 start() {
   local comp=$1
   shift
-  local bin
+  local bin prefix=()
   bin=$(binary_of "$comp")
+  [ -n "${START_PREFIX:-}" ] && read -r -a prefix <<<"$START_PREFIX"
   # fds 8 and 9 hold this script's locks: a daemon must not inherit them (it would hold them forever).
-  nohup "$bin" "$@" >>"$state/logs/$comp.log" 2>&1 </dev/null 8>&- 9>&- &
-  echo "$! $bin" >"$state/pids/$comp"
-  # The flags, for `restart` (one shell-quoted word each).
+  nohup "${prefix[@]}" "$bin" "$@" >>"$state/logs/$comp.log" 2>&1 </dev/null 8>&- 9>&- &
+  local pid=$!
+  echo "$pid $bin" >"$state/pids/$comp"
+  # The flags, for `restart` (one shell-quoted word each), and the launcher.
   mkdir -p "$state/args"
   printf '%q\n' "$@" >"$state/args/$comp"
+  echo "${START_PREFIX:-}" >"$state/args/$comp.prefix"
+  if [ "${#prefix[@]}" -gt 0 ]; then
+    # The launcher execs the component: until it has, the process is not yet "running" it.
+    local i
+    for i in $(seq 50); do
+      [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$bin" ] && break
+      sleep 0.1
+    done
+  fi
 }
 
 # running COMPONENT: its recorded process is alive and still runs the recorded binary (a PID can be
@@ -273,7 +282,7 @@ make_pki() {
     -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 365 -subj "/CN=kubundle-local-ca" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   pki_cert apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
-    "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+    "subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
     "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment")"
   local client_ext="extendedKeyUsage=clientAuth"
   # The admin is in system:masters; the controller manager and the scheduler use the identities
@@ -296,7 +305,7 @@ kind: Config
 clusters:
 - name: kubundle-local
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_HOST:$APISERVER_PORT
     certificate-authority: $pki/ca.crt
 users:
 - name: $user
@@ -315,6 +324,7 @@ EOF
 
 cluster_healthy() {
   local comp
+  load_components
   for comp in "${components[@]}"; do running "$comp" || return 1; done
   kubectl get --raw /readyz >/dev/null 2>&1
 }
@@ -350,6 +360,8 @@ cmd_restart() {
   [ -n "$comp" ] || die "usage: $0 restart COMPONENT [--down SECONDS]; components: ${components[*]}"
   shift
   if [ "${1:-}" = --down ]; then down=${2:?--down needs a number of seconds}; fi
+  load_components
+  [ "$comp" != nodens ] || die "nodens holds the node's mount namespace; restart containerd or the kubelet instead"
   [[ " ${components[*]} " == *" $comp "* ]] || die "unknown component '$comp'; components: ${components[*]}"
   [ -f "$state/args/$comp" ] || die "no recorded flags for $comp in $state (is the cluster up?)"
   exec 8>"$state.lock"
@@ -363,7 +375,9 @@ cmd_restart() {
   stop_one "$comp"
   [ "$down" -gt 0 ] && { log "$comp down for ${down}s"; sleep "$down"; }
   log "starting $comp with its recorded flags"
-  start "$comp" "${args[@]}"
+  START_PREFIX=$(cat "$state/args/$comp.prefix" 2>/dev/null || true)
+  [ "$comp" = containerd ] && PATH="$(node_bin containerd):$(node_bin runc):$PATH"
+  START_PREFIX=$START_PREFIX start "$comp" "${args[@]}"
   case $comp in
     etcd) wait_for 60 "etcd" curl -sf "http://127.0.0.1:$ETCD_METRICS_PORT/health" ;;
     kube-apiserver) wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz ;;
@@ -377,6 +391,8 @@ cmd_down() {
     log "no cluster state at $state; nothing to stop"
     return 0
   fi
+  load_components
+  [ -f "$state/node.env" ] && node_down
   stop_processes
   rm -rf "$state"
   log "stopped; removed $state"
@@ -428,15 +444,41 @@ cmd_up() {
       return 0
     fi
     log "found a stale or broken cluster in $state; stopping what is left of it and starting anew"
+    load_components
+    [ -f "$state/node.env" ] && node_down
     stop_processes
     rm -rf "$state"
   fi
+  local real_node=0
+  if real_node_wanted; then
+    real_node=1
+    local tb=$SECONDS
+    build_node
+    build_s=$((build_s + SECONDS - tb))
+  fi
   mkdir -p "$state/logs" "$state/pids" "$state/kubeconfigs"
   local t_start=$SECONDS
+  # With a real node, the API server listens on the node's address (pods reach it there through the
+  # `kubernetes` Service); without one, on loopback only.
+  APISERVER_HOST=127.0.0.1
+  if [ "$real_node" = 1 ]; then
+    APISERVER_HOST=$NODE_IP
+    echo "NODE_IP=$NODE_IP" >"$state/node.env"
+    mkdir -p "$(node_dir)"
+    node_record_fixed_paths
+    node_up_network
+  fi
+  load_components
 
   local ports
-  read -r -a ports <<<"$(free_ports 8)"
+  read -r -a ports <<<"$(free_ports 13)"
   cat >"$state/ports.env" <<EOF
+APISERVER_HOST=$APISERVER_HOST
+REGISTRY_PORT=${ports[8]}
+KUBELET_PORT=${ports[9]}
+KUBELET_HEALTHZ_PORT=${ports[10]}
+PROXY_HEALTHZ_PORT=${ports[11]}
+PROXY_METRICS_PORT=${ports[12]}
 ETCD_CLIENT_PORT=${ports[0]}
 ETCD_PEER_PORT=${ports[1]}
 ETCD_METRICS_PORT=${ports[2]}
@@ -454,6 +496,16 @@ EOF
   write_kubeconfig "$state/kubeconfigs/scheduler.kubeconfig" scheduler
   write_kubeconfig "$state/kubeconfigs/kwok.kubeconfig" kwok
   local pki=$state/pki
+  local node_flags=(--endpoint-reconciler-type=none)
+  if [ "$real_node" = 1 ]; then
+    node_pki
+    node_config
+    node_flags=(--endpoint-reconciler-type=lease
+      --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$pki/apiserver-kubelet-client.key"
+      --kubelet-certificate-authority="$pki/ca.crt"
+      --kubelet-preferred-address-types=InternalIP,Hostname)
+  fi
 
   start etcd --name=kubundle --data-dir="$state/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -463,17 +515,19 @@ EOF
     --unsafe-no-fsync --quota-backend-bytes=8589934592 --log-level=warn
   wait_for 60 "etcd" curl -sf "http://127.0.0.1:$ETCD_METRICS_PORT/health"
 
-  # The "kubernetes" Service's endpoints cannot hold a loopback address (Endpoints validation), so
-  # the endpoint reconciler is off: nothing in this cluster dials that Service from a pod.
+  # The "kubernetes" Service's endpoints cannot hold a loopback address (Endpoints validation): without
+  # a real node the endpoint reconciler is off, since no pod dials that Service.
+  # PodNodeSelector and PodTolerationRestriction let a namespace send its pods to the real node
+  # (`real-namespace`); they do nothing in namespaces without their annotations.
   start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 --service-node-port-range=30000-32767 \
     --authorization-mode=Node,RBAC --allow-privileged=true \
-    --endpoint-reconciler-type=none \
+    --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction "${node_flags[@]}" \
     --profiling="$([ "${KUBUNDLE_PROFILING:-0}" = 1 ] && echo true || echo false)"
   wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz
 
@@ -507,7 +561,14 @@ EOF
   wait_for 120 "$nodes kwok nodes to be Ready" nodes_ready
   wait_for 120 "the default ServiceAccount in namespace default" kubectl get serviceaccount default -n default
 
-  log "cluster up at https://127.0.0.1:$APISERVER_PORT: $nodes nodes x $node_pods pods, Kubernetes $KUBERNETES_VERSION"
+  local real=""
+  if [ "$real_node" = 1 ]; then
+    local tn=$SECONDS
+    node_start
+    wait_for 120 "CoreDNS on the real node" coredns_ready
+    real=" + real node $NODE_NAME ($NODE_IP, Ready with CoreDNS in $((SECONDS - tn))s; registry 127.0.0.1:$REGISTRY_PORT)"
+  fi
+  log "cluster up at https://$APISERVER_HOST:$APISERVER_PORT: $nodes nodes x $node_pods pods$real, Kubernetes $KUBERNETES_VERSION"
   log "started in $((SECONDS - t_start))s (build/cache check ${build_s}s, total $((SECONDS - t0))s)"
   log "use it with: eval \"\$($0 env)\""
 }
@@ -522,6 +583,7 @@ cmd_status() {
   [ -d "$state" ] || { echo "no cluster (state dir $state does not exist)"; return 1; }
   # shellcheck source=/dev/null
   source "$state/ports.env"
+  load_components
   local comp ok=0 rss total=0
   printf '%-25s %-8s %-9s %s\n' COMPONENT PID STATE RSS
   for comp in "${components[@]}"; do
@@ -534,9 +596,21 @@ cmd_status() {
       ok=1
     fi
   done
+  if [ -f "$state/node.env" ]; then
+    local shims=0 p
+    rss=0
+    for p in /proc/[0-9]*; do
+      if [ "$(readlink "$p/exe" 2>/dev/null)" = "$(node_bin containerd)/containerd-shim-runc-v2" ]; then
+        shims=$((shims + 1))
+        rss=$((rss + $(awk '/VmRSS/ {print $2}' "$p/status")))
+      fi
+    done
+    total=$((total + rss))
+    printf '%-25s %-8s %-9s %d MiB\n' "pod shims ($shims)" - running $((rss / 1024))
+  fi
   printf '%-25s %-8s %-9s %d MiB\n' total "" "" $((total / 1024))
-  echo "apiserver: https://127.0.0.1:$APISERVER_PORT  readyz: $(kubectl get --raw /readyz 2>&1 | head -1)"
-  kubectl get nodes 2>&1 | head -n $((nodes + 1)) || true
+  echo "apiserver: https://${APISERVER_HOST:-127.0.0.1}:$APISERVER_PORT  readyz: $(kubectl get --raw /readyz 2>&1 | head -1)"
+  kubectl get nodes 2>&1 | head -n $((nodes + 2)) || true
   return "$ok"
 }
 
@@ -552,8 +626,30 @@ cmd_logs() {
   cat "$state/logs/$1.log"
 }
 
+# real-namespace NAME: pods of the namespace run on the real node; its LoadBalancer Services get
+# addresses from the stand-in.
+cmd_real_namespace() {
+  local ns=${1:?usage: $0 real-namespace NAME}
+  [ -f "$state/node.env" ] || die "this cluster has no real node (see KUBUNDLE_REAL_NODE)"
+  kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl label namespace "$ns" --overwrite "$NODE_TAINT_KEY=true" >/dev/null
+  kubectl annotate namespace "$ns" --overwrite \
+    "scheduler.alpha.kubernetes.io/node-selector=$NODE_TAINT_KEY=true" \
+    "scheduler.alpha.kubernetes.io/defaultTolerations=[{\"key\":\"$NODE_TAINT_KEY\",\"operator\":\"Exists\",\"effect\":\"NoSchedule\"}]" >/dev/null
+  log "namespace $ns: pods run on the real node $NODE_NAME"
+}
+
+need_node() {
+  [ -f "$state/node.env" ] || die "this cluster has no real node, so no registry (see KUBUNDLE_REAL_NODE)"
+  # shellcheck source=/dev/null
+  source "$state/ports.env"
+}
+
 case ${1:-} in
   up) cmd_up ;;
+  registry) need_node; echo "127.0.0.1:$REGISTRY_PORT $REGISTRY_HOST" ;;
+  image-push) shift; need_node; image_push "$@" ;;
+  real-namespace) shift; cmd_real_namespace "$@" ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
@@ -561,11 +657,8 @@ case ${1:-} in
   restart) shift; cmd_restart "$@" ;;
   build-node)
     build_node
-    for comp in kubernetes-node runc containerd cni-plugins coredns; do
-      v=$(case $comp in kubernetes-node) echo "$KUBERNETES_VERSION" ;; runc) echo "$RUNC_VERSION" ;;
-        containerd) echo "$CONTAINERD_VERSION" ;; cni-plugins) echo "$CNI_PLUGINS_VERSION" ;;
-        coredns) echo "$COREDNS_VERSION" ;; esac)
-      echo "$comp: $(bin_dir "$comp" "$v")"
+    for comp in kubernetes-node runc containerd cni-plugins coredns ggcr distribution; do
+      echo "$comp: $(node_bin "$comp")"
     done
     ;;
   build)

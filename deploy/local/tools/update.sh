@@ -96,6 +96,14 @@ write_module "$here/cni-plugins" kubundle.dev/local-tools/cni-plugins \
 write_module "$here/coredns" kubundle.dev/local-tools/coredns \
   $'\n'"	github.com/coredns/coredns $COREDNS_VERSION" "" github.com/coredns/coredns
 
+write_module "$here/ggcr" kubundle.dev/local-tools/ggcr \
+  $'\n'"	github.com/google/go-containerregistry $GGCR_VERSION" "" \
+  github.com/google/go-containerregistry/cmd/crane
+
+write_module "$here/distribution" kubundle.dev/local-tools/distribution \
+  $'\n'"	github.com/distribution/distribution/v3 $DISTRIBUTION_VERSION" "" \
+  github.com/distribution/distribution/v3/cmd/registry
+
 write_module "$here/etcd" kubundle.dev/local-tools/etcd \
   $'\n'"	go.etcd.io/etcd/server/v3 $ETCD_VERSION" "" go.etcd.io/etcd/server/v3
 
