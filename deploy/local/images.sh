@@ -9,6 +9,8 @@
 #   redis                Redis from Debian's packages (redis-tools) plus the libraries it links
 #   guestbook-frontend   deploy/examples/guestbook-frontend, tags v1 and v2 (v2 differs only in its
 #                        FRONTEND_VERSION, for rolling updates)
+#   stress               Debian's stress (a load generator; the tests make a container exceed its
+#                        memory limit with it)
 #   chart                charts/kubundle, pushed as an OCI artifact (helm install oci://...)
 #
 # Usage: deploy/local/images.sh [NAME...]     (default: all)
@@ -91,16 +93,35 @@ image_kubundle() {
   echo "export KUBUNDLE_IMAGE_REPOSITORY=$registry_host/kubundle KUBUNDLE_IMAGE_TAG=$tag"
 }
 
-image_redis() {
-  local root=$work/redis stage=$work/redis-debs deb version
+# debian_packages STAGE PACKAGE...: the packages' files under STAGE (downloaded once into the cache;
+# the libraries they need that this machine has come from the machine, see add_elf).
+debian_packages() {
+  local stage=$1 pkg missing=()
+  shift
   mkdir -p "$debs" "$stage"
-  if ! ls "$debs"/redis-tools_*.deb >/dev/null 2>&1; then
-    log "downloading redis-tools and the libraries it needs from Debian"
-    (cd "$debs" && apt-get download redis-tools libjemalloc2 liblzf1 libatomic1 >&2 2>/dev/null) \
-      || { apt-get update -qq >&2 && (cd "$debs" && apt-get download redis-tools libjemalloc2 liblzf1 libatomic1 >&2); } \
-      || die "apt-get download redis-tools failed"
+  for pkg in "$@"; do ls "$debs/${pkg}"_*.deb >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "downloading from Debian: ${missing[*]}"
+    (cd "$debs" && apt-get download "${missing[@]}" >&2 2>/dev/null) \
+      || { apt-get update -qq >&2 && (cd "$debs" && apt-get download "${missing[@]}" >&2); } \
+      || die "apt-get download ${missing[*]} failed"
   fi
-  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$stage"; done
+  for pkg in "$@"; do dpkg-deb -x "$(ls "$debs/${pkg}"_*.deb | head -1)" "$stage"; done
+}
+
+image_stress() {
+  local root=$work/stress stage=$work/stress-debs
+  debian_packages "$stage" stress
+  add_elf "$root" "$stage/usr/bin/stress" /usr/bin/stress "$stage"
+  base_files "$root" 65532 nonroot
+  "$cluster" image-push "stress:1.0" "$root" --entrypoint /usr/bin/stress --user 65532:65532
+  log "pushed $registry_host/stress:1.0"
+  echo "export STRESS_IMAGE=$registry_host/stress:1.0"
+}
+
+image_redis() {
+  local root=$work/redis stage=$work/redis-debs version
+  debian_packages "$stage" redis-tools libjemalloc2 liblzf1 libatomic1
   add_elf "$root" "$stage/usr/bin/redis-check-rdb" /usr/bin/redis-check-rdb "$stage"
   add_elf "$root" "$stage/usr/bin/redis-cli" /usr/bin/redis-cli "$stage"
   # Debian's redis-server is this binary under another name (it picks its role from argv[0]).
@@ -138,13 +159,14 @@ push_chart() {
 }
 
 names=("$@")
-[ "${#names[@]}" -gt 0 ] || names=(kubundle redis guestbook-frontend chart)
+[ "${#names[@]}" -gt 0 ] || names=(kubundle redis guestbook-frontend stress chart)
 for name in "${names[@]}"; do
   case $name in
     kubundle) image_kubundle ;;
     redis) image_redis ;;
     guestbook-frontend) image_guestbook_frontend ;;
+    stress) image_stress ;;
     chart) push_chart ;;
-    *) die "unknown image '$name' (kubundle, redis, guestbook-frontend, chart)" ;;
+    *) die "unknown image '$name' (kubundle, redis, guestbook-frontend, stress, chart)" ;;
   esac
 done

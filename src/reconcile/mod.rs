@@ -17,6 +17,7 @@ mod cached;
 pub mod children;
 pub mod compare;
 mod pipeline;
+pub mod pods;
 mod report;
 pub mod status;
 pub mod watches;

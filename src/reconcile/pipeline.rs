@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::debug;
 
 use super::children::{self, Change, Child, is_definite_refusal};
+use super::pods;
 use super::report::{publish, write_status};
 use super::status::{self, Blocker, Observed};
 use super::{CachedBundle, Context};
@@ -132,9 +134,17 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         }
     }
 
+    // A rollout that stopped making progress: its newest pods say why (read only then, so healthy
+    // rollouts and steady state cost no pod reads).
+    let progress = pods::progress(d.live(), bundle.spec.replicas, &now);
+    let problem = match progress {
+        pods::Progress::Stuck if blocker.is_none() => read_pod_problem(ctx, &ns, &name).await,
+        _ => None,
+    };
     let observed = Observed {
         deployment: d.live(),
         service: s.live(),
+        pods: problem.as_ref(),
     };
     let status = status::compute(
         &bundle,
@@ -155,8 +165,30 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         Some(Blocker::WriteRefused { retry: true, .. }) => Action::requeue(Duration::from_secs(60)),
         // The object itself was refused: only a new spec can help, and it triggers a reconcile.
         Some(_) => Action::await_change(),
-        None => Action::await_change(),
+        // A rollout in progress: look at its pods once it stops making progress, and again while
+        // it stays stuck (a crash loop or a pull back-off does not change the Deployment).
+        None => match progress {
+            pods::Progress::Moving(since) => Action::requeue(
+                pods::STUCK_AFTER.saturating_sub(since) + Duration::from_millis(500),
+            ),
+            pods::Progress::Stuck => Action::requeue(pods::RECHECK),
+            pods::Progress::Nothing => Action::await_change(),
+        },
     })
+}
+
+/// The problem of the AppBundle's newest pods, if any. A failed read (kubundle may lack the
+/// permission to list pods) only loses the diagnosis: the status still says the rollout is stuck.
+async fn read_pod_problem(ctx: &Context, ns: &str, name: &str) -> Option<pods::PodProblem> {
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let params = ListParams::default().labels(&render::selector_string(name));
+    match api.list(&params).await {
+        Ok(list) => pods::diagnose(&list.items),
+        Err(e) => {
+            debug!(error = %e, "cannot read the pods to say why the rollout is stuck");
+            None
+        }
+    }
 }
 
 /// Reports an AppBundle that cannot get as far as its children (its spec cannot be read or

@@ -7,6 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::pods::PodProblem;
 use crate::api::{
     AppBundle, AppBundleAddress, AppBundleStatus, FALSE, READY, RECONCILING, STALLED, TRUE,
     UNKNOWN, condition, reason, set_condition,
@@ -45,6 +46,9 @@ type Cond = (&'static str, &'static str, String);
 pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     pub service: Option<&'a Service>,
+    /// Why the newest pods do not become ready, when the rollout stopped making progress and
+    /// kubundle read them ([`super::pods`]).
+    pub pods: Option<&'a PodProblem>,
 }
 
 /// A summary of the rollout, used for the Ready/Reconciling conditions and their messages.
@@ -300,7 +304,10 @@ pub fn compute(
                 (FALSE, reason::DONE, String::new()),
             ),
             Rollout::DeadlineExceeded(msg) => {
-                let msg = format!("the rollout made no progress within its deadline: {msg}");
+                let mut msg = format!("the rollout made no progress within its deadline: {msg}");
+                if let Some(p) = observed.pods {
+                    msg.push_str(&format!("; {} ({})", p.message, p.reason));
+                }
                 (
                     (FALSE, reason::PROGRESS_DEADLINE_EXCEEDED, msg.clone()),
                     (
@@ -311,11 +318,31 @@ pub fn compute(
                     (TRUE, reason::PROGRESS_DEADLINE_EXCEEDED, msg),
                 )
             }
-            Rollout::InProgress(msg) => (
-                (FALSE, reason::ROLLING_OUT, msg.clone()),
-                (TRUE, reason::ROLLING_OUT, msg),
-                (FALSE, reason::DONE, String::new()),
-            ),
+            // The pods say why the rollout does not progress: the kubelet's or the scheduler's
+            // reason, Stalled when it will not fix itself (kstatus: Failed).
+            Rollout::InProgress(msg) => match observed.pods {
+                Some(p) if p.permanent => {
+                    let msg = format!("{msg}: {}", p.message);
+                    (
+                        (FALSE, p.reason, msg.clone()),
+                        (FALSE, p.reason, "stalled; see the Stalled condition".into()),
+                        (TRUE, p.reason, msg),
+                    )
+                }
+                Some(p) => {
+                    let msg = format!("{msg}: {}", p.message);
+                    (
+                        (FALSE, p.reason, msg.clone()),
+                        (TRUE, p.reason, msg),
+                        (FALSE, reason::DONE, String::new()),
+                    )
+                }
+                None => (
+                    (FALSE, reason::ROLLING_OUT, msg.clone()),
+                    (TRUE, reason::ROLLING_OUT, msg),
+                    (FALSE, reason::DONE, String::new()),
+                ),
+            },
             Rollout::PodCreationFailed(msg, permanent) => {
                 let msg = format!("the Deployment cannot create pods: {msg}");
                 if permanent {

@@ -65,4 +65,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]
+# Pods, listed (never watched, never written) only while an AppBundle's rollout makes no progress,
+# to name the reason in its status (CrashLoopBackOff, ErrImagePull, OOMKilled, Unschedulable).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 {{- end }}

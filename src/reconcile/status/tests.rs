@@ -65,6 +65,7 @@ fn ready_when_fully_rolled_out() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -100,6 +101,7 @@ fn old_pods_left_keep_it_reconciling() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -130,6 +132,7 @@ fn unobserved_deployment_generation_is_not_ready() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -148,6 +151,7 @@ fn load_balancer_waits_for_an_address() {
         &Observed {
             deployment: Some(&d),
             service: Some(&pending),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -161,6 +165,7 @@ fn load_balancer_waits_for_an_address() {
         &Observed {
             deployment: Some(&d),
             service: Some(&with_ip),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -185,6 +190,7 @@ fn progress_deadline_exceeded_is_stalled() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -232,6 +238,7 @@ fn recomputing_the_same_facts_changes_nothing() {
     let observed = Observed {
         deployment: Some(&d),
         service: Some(&svc),
+        pods: None,
     };
     let first = compute(&b, &observed, None, "cluster.local", &now());
     b.status = Some(first.clone());
@@ -255,6 +262,7 @@ fn old_pods_terminating_keep_ready_false() {
     let observed = Observed {
         deployment: Some(&d),
         service: Some(&svc),
+        pods: None,
     };
     let s = compute(&b, &observed, None, "cluster.local", &now());
     assert_eq!(cond(&s, READY), (FALSE, reason::PODS_TERMINATING));
@@ -279,6 +287,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
         &Observed {
             deployment: Some(&quota),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -299,6 +308,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
         &Observed {
             deployment: Some(&invalid),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -318,6 +328,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
         &Observed {
             deployment: Some(&gone),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -330,6 +341,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
         &Observed {
             deployment: Some(&leaving),
             service: Some(&svc),
+            pods: None,
         },
         None,
         "cluster.local",
@@ -355,4 +367,86 @@ fn a_terminating_child_is_waited_for_not_stalled() {
     assert_eq!(cond(&s, READY), (FALSE, reason::CHILD_TERMINATING));
     assert_eq!(cond(&s, RECONCILING).0, TRUE);
     assert_eq!(cond(&s, STALLED).0, FALSE);
+}
+
+#[test]
+fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
+    use crate::reconcile::pods::PodProblem;
+    let b = bundle(2, "ClusterIP");
+    let d = deployment(
+        2,
+        json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 0, "availableReplicas": 0}),
+    );
+    let svc = service(None);
+    let compute_with = |p: &PodProblem| {
+        compute(
+            &b,
+            &Observed {
+                deployment: Some(&d),
+                service: Some(&svc),
+                pods: Some(p),
+            },
+            None,
+            "cluster.local",
+            &now(),
+        )
+    };
+    let crash = PodProblem {
+        reason: "CrashLoopBackOff",
+        message: "container app of pod web-1 keeps exiting with code 1".into(),
+        permanent: false,
+    };
+    let s = compute_with(&crash);
+    assert_eq!(cond(&s, READY), (FALSE, "CrashLoopBackOff"));
+    assert_eq!(cond(&s, RECONCILING), (TRUE, "CrashLoopBackOff"));
+    assert_eq!(cond(&s, STALLED).0, FALSE);
+    let message = &find_condition(&s.conditions, READY).unwrap().message;
+    assert!(
+        message.starts_with("2 of 2 pods updated, 0 ready"),
+        "{message}"
+    );
+    assert!(message.ends_with("keeps exiting with code 1"), "{message}");
+
+    let missing = PodProblem {
+        reason: "ErrImagePull",
+        message: "container app of pod web-1 cannot get its image r/x:1".into(),
+        permanent: true,
+    };
+    let s = compute_with(&missing);
+    assert_eq!(cond(&s, READY), (FALSE, "ErrImagePull"));
+    assert_eq!(cond(&s, RECONCILING).0, FALSE);
+    assert_eq!(cond(&s, STALLED), (TRUE, "ErrImagePull"));
+}
+
+#[test]
+fn a_rollout_is_stuck_after_a_while_without_progress() {
+    use crate::reconcile::pods::{Progress, STUCK_AFTER, progress};
+    use std::time::Duration;
+    let at = |secs: i64| Time(now().0 + k8s_openapi::jiff::SignedDuration::from_secs(secs));
+    let d = deployment(
+        2,
+        json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1,
+               "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                               "lastUpdateTime": now().0.to_string()}]}),
+    );
+    assert_eq!(
+        progress(Some(&d), 2, &at(3)),
+        Progress::Moving(Duration::from_secs(3))
+    );
+    assert_eq!(
+        progress(Some(&d), 2, &at(STUCK_AFTER.as_secs() as i64)),
+        Progress::Stuck
+    );
+    assert_eq!(
+        progress(Some(&d), 1, &at(60)),
+        Progress::Stuck,
+        "one ready of one, but not updated"
+    );
+    assert_eq!(
+        progress(Some(&rolled_out(2)), 2, &at(60)),
+        Progress::Nothing
+    );
+    assert_eq!(progress(None, 2, &at(60)), Progress::Nothing);
+    let unobserved = deployment(3, json!({"observedGeneration": 2}));
+    assert_eq!(progress(Some(&unobserved), 2, &at(60)), Progress::Nothing);
 }
