@@ -215,6 +215,12 @@ pub async fn scrape(url: &str) -> String {
 
 /// GET over plain HTTP/1.1: the status code and the body, or why nothing usable answered.
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    http_request("GET", url, "").await
+}
+
+/// One HTTP/1.1 request on a new connection (`body` sent as text when not empty): the status code
+/// and the body, or why nothing usable answered.
+pub async fn http_request(method: &str, url: &str, body: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
     let (host, path) = rest
@@ -224,7 +230,11 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream
         .write_all(request.as_bytes())
         .await

@@ -1,0 +1,581 @@
+//! On the local cluster's real node (deploy/local/node.sh): pods that really run.
+//!
+//! kubundle runs in-cluster from its own image, installed by Helm from the chart in the local OCI
+//! registry, in a namespace that enforces the restricted Pod Security Standard; the guestbook
+//! answers through its Service; containers that crash, images that do not exist, OOM kills and
+//! pods no node can take show in the AppBundle's status.
+//!
+//! tests/run.sh runs these last, one at a time, with no operator of its own running (the in-cluster
+//! one reconciles every namespace), after deploy/local/images.sh pushed the images; the image
+//! references come from its output (KUBUNDLE_IMAGE_REPOSITORY, KUBUNDLE_IMAGE_TAG, KUBUNDLE_CHART,
+//! REDIS_IMAGE, FRONTEND_IMAGE, STRESS_IMAGE).
+
+mod support;
+
+mod real_node {
+    use std::process::Command;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use kube::api::{DeleteParams, ListParams};
+    use kube::{Api, Client};
+    use kubundle::api::AppBundle;
+
+    use crate::support::*;
+
+    const OPERATOR_NS: &str = "kubundle-real";
+    const RELEASE: &str = "kubundle-real";
+    const NODE: &str = "kubundle-node";
+
+    fn image_env(name: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: these tests need the images in the local registry; run tests/run.sh, \
+                 or `eval \"$(deploy/local/images.sh)\"` on a cluster with its real node"
+            )
+        })
+    }
+
+    fn cluster_sh(args: &[&str]) -> Command {
+        let mut cmd = Command::new(repo_root().join("deploy/local/cluster.sh"));
+        cmd.args(args);
+        cmd
+    }
+
+    /// A namespace whose pods run on the real node (and whose LoadBalancer Services get an address).
+    async fn real_namespace(client: &Client, prefix: &str) -> String {
+        let ns = create_namespace(client, prefix).await;
+        run_ok(cluster_sh(&["real-namespace", &ns]));
+        ns
+    }
+
+    /// Installs the operator once per test process: `helm install` from the OCI chart, in a
+    /// namespace that enforces the restricted Pod Security Standard; returns how long it took
+    /// until both replicas were Ready (`--wait`).
+    fn operator_installed() -> Duration {
+        static INSTALLED: OnceLock<Duration> = OnceLock::new();
+        *INSTALLED.get_or_init(|| {
+            run_ok(cluster_sh(&["real-namespace", OPERATOR_NS]));
+            run_ok(kubectl(&[
+                "label",
+                "namespace",
+                OPERATOR_NS,
+                "--overwrite",
+                "pod-security.kubernetes.io/enforce=restricted",
+                "pod-security.kubernetes.io/enforce-version=latest",
+            ]));
+            let start = Instant::now();
+            let repository = format!(
+                "image.repository={}",
+                image_env("KUBUNDLE_IMAGE_REPOSITORY")
+            );
+            let tag = format!("image.tag={}", image_env("KUBUNDLE_IMAGE_TAG"));
+            let chart = image_env("KUBUNDLE_CHART");
+            run_ok(Command::new("helm").args([
+                "upgrade",
+                "--install",
+                RELEASE,
+                &chart,
+                "--plain-http",
+                "-n",
+                OPERATOR_NS,
+                "--set",
+                &repository,
+                "--set",
+                &tag,
+                "--wait",
+                "--timeout=3m",
+            ]));
+            let took = start.elapsed();
+            eprintln!("helm install from {chart} -> both replicas Ready: {took:?}");
+            took
+        })
+    }
+
+    async fn operator_pods(client: &Client) -> Vec<Pod> {
+        let params = ListParams::default().labels("app.kubernetes.io/instance=kubundle-real");
+        Api::<Pod>::namespaced(client.clone(), OPERATOR_NS)
+            .list(&params)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+
+    fn pod_ready(p: &Pod) -> bool {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    }
+
+    async fn lease_holder(client: &Client) -> Option<String> {
+        Api::<Lease>::namespaced(client.clone(), OPERATOR_NS)
+            .get_opt(RELEASE)
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    async fn service_url(client: &Client, ns: &str, name: &str, external: bool) -> String {
+        let svc = Api::<Service>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .unwrap();
+        let port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port;
+        let ip = if external {
+            svc.status
+                .and_then(|s| s.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .and_then(|i| i.into_iter().next())
+                .and_then(|i| i.ip)
+                .unwrap_or_else(|| panic!("{ns}/{name} has no external address"))
+        } else {
+            svc.spec.unwrap().cluster_ip.unwrap()
+        };
+        format!("http://{ip}:{port}")
+    }
+
+    /// The operator runs in-cluster from its image: installed from the OCI chart under the
+    /// restricted Pod Security Standard, on the real node, its probes passing; /metrics answers
+    /// through its Service; deleting the leader's pod hands leadership to the other replica,
+    /// which then reconciles.
+    #[tokio::test]
+    async fn the_operator_runs_in_cluster_and_hands_over_leadership() {
+        let client = client().await;
+        operator_installed();
+        let pods = operator_pods(&client).await;
+        assert_eq!(pods.len(), 2, "two replicas");
+        let image = format!(
+            "{}:{}",
+            image_env("KUBUNDLE_IMAGE_REPOSITORY"),
+            image_env("KUBUNDLE_IMAGE_TAG")
+        );
+        for p in &pods {
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!(spec.node_name.as_deref(), Some(NODE));
+            assert_eq!(spec.containers[0].image.as_deref(), Some(image.as_str()));
+            assert!(pod_ready(p), "probes pass: {:?}", p.status);
+        }
+        // The namespace enforces restricted: a pod that asks for root is refused there.
+        let out = run(kubectl(&[
+            "run",
+            "root",
+            "-n",
+            OPERATOR_NS,
+            "--image=registry.kubundle.local/redis:7.0",
+            "--overrides={\"spec\":{\"securityContext\":{\"runAsUser\":0}}}",
+        ]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("restricted"),
+            "{stderr}"
+        );
+
+        // /metrics through the Service (kube-proxy routes the ClusterIP on this machine).
+        let metrics = service_url(&client, OPERATOR_NS, "kubundle-real-metrics", false).await;
+        let body = scrape(&format!("{metrics}/metrics")).await;
+        assert!(sample(&body, "kubundle_leader").is_some(), "{body}");
+
+        // Leader handover.
+        let leader = eventually(Duration::from_secs(60), "a leader", || async {
+            lease_holder(&client).await.ok_or("no holder".to_string())
+        })
+        .await;
+        assert!(
+            pods.iter()
+                .any(|p| p.metadata.name.as_deref() == Some(&leader)),
+            "{leader}"
+        );
+        let start = Instant::now();
+        Api::<Pod>::namespaced(client.clone(), OPERATOR_NS)
+            .delete(&leader, &DeleteParams::default())
+            .await
+            .unwrap();
+        let next = eventually(Duration::from_secs(60), "another leader", || async {
+            match lease_holder(&client).await {
+                Some(h) if h != leader => Ok(h),
+                other => Err(format!("holder {other:?}")),
+            }
+        })
+        .await;
+        eprintln!(
+            "leader {leader} deleted; {next} leads after {:?}",
+            start.elapsed()
+        );
+        let ns = real_namespace(&client, "after-handover").await;
+        apply_yaml(&ns, &bundle("web", &image_env("REDIS_IMAGE"), 6379, ""));
+        wait_bundle(
+            &bundles(&client, &ns),
+            "web",
+            Duration::from_secs(60),
+            "Ready",
+            is_ready,
+        )
+        .await;
+        delete_namespace(&client, &ns).await;
+    }
+
+    fn bundles(client: &Client, ns: &str) -> Api<AppBundle> {
+        Api::namespaced(client.clone(), ns)
+    }
+
+    fn bundle(name: &str, image: &str, port: u16, extra: &str) -> String {
+        format!(
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {name}}}\nspec:\n  image: {image}\n  ports: [{{containerPort: {port}}}]\n{extra}"
+        )
+    }
+
+    /// The guestbook answers: an entry written through the frontend's LoadBalancer address is read
+    /// back (the frontend writes to the Redis leader and reads from the followers, found through
+    /// cluster DNS); a rolling update of the frontend to v2 loses no request of a client polling
+    /// the Service meanwhile; `kubectl logs` and `kubectl exec` work on its pods.
+    #[tokio::test]
+    async fn the_guestbook_answers_and_rolls_out_without_a_failed_request() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "guestbook").await;
+        let yaml =
+            std::fs::read_to_string(repo_root().join("deploy/local/guestbook.yaml")).unwrap();
+        let start = Instant::now();
+        apply_yaml(&ns, &yaml);
+        let api = bundles(&client, &ns);
+        for name in ["redis-leader", "redis-follower", "frontend"] {
+            wait_bundle(&api, name, Duration::from_secs(120), "Ready", is_ready).await;
+        }
+        let url = service_url(&client, &ns, "frontend", true).await;
+        let entry = format!("hello from the test at {:?}", std::time::SystemTime::now());
+        // (Ready says the pods are available and the address assigned; kube-proxy programs the
+        // address's rules moments later, as a cloud load balancer takes its time: retry.)
+        eventually(Duration::from_secs(20), "the entry accepted", || async {
+            match http_request("POST", &format!("{url}/entries"), &entry).await? {
+                (201, _) => Ok(()),
+                (code, body) => Err(format!("{code} {body}")),
+            }
+        })
+        .await;
+        eventually(
+            Duration::from_secs(20),
+            "the entry read back from a follower",
+            || async {
+                let (code, body) = http_get(&format!("{url}/entries")).await?;
+                let entries: Vec<String> =
+                    serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
+                if entries.contains(&entry) {
+                    Ok(())
+                } else {
+                    Err(body)
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "apply -> guestbook answering with the entry: {:?}",
+            start.elapsed()
+        );
+
+        // kubectl logs and exec.
+        let logs = run_ok(kubectl(&["logs", "-n", &ns, "deployment/frontend"]));
+        assert!(logs.contains("guestbook frontend v1"), "{logs}");
+        let pong = run_ok(kubectl(&[
+            "exec",
+            "-n",
+            &ns,
+            "deployment/redis-leader",
+            "--",
+            "redis-cli",
+            "ping",
+        ]));
+        assert_eq!(pong.trim(), "PONG");
+        let role = run_ok(kubectl(&[
+            "exec",
+            "-n",
+            &ns,
+            "deployment/redis-follower",
+            "--",
+            "redis-cli",
+            "role",
+        ]));
+        assert!(role.starts_with("slave"), "{role}");
+
+        // A client polls the page through the Service while the frontend rolls to v2.
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (requests, failures) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let poller = {
+            let (stop, seen, requests, failures, url) = (
+                stop.clone(),
+                seen.clone(),
+                requests.clone(),
+                failures.clone(),
+                url.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    match http_get(&format!("{url}/")).await {
+                        Ok((200, body)) => {
+                            let version = if body.contains("frontend v2") {
+                                "v2"
+                            } else {
+                                "v1"
+                            };
+                            let mut seen = seen.lock().unwrap();
+                            if seen.last().map(String::as_str) != Some(version) {
+                                seen.push(version.to_string());
+                            }
+                        }
+                        other => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("request failed during the rollout: {other:?}");
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v2 = format!("{}:v2", image_env("FRONTEND_IMAGE"));
+        run_ok(kubectl(&[
+            "patch",
+            "appbundle",
+            "frontend",
+            "-n",
+            &ns,
+            "--type=merge",
+            &format!("-p={{\"spec\":{{\"image\":\"{v2}\"}}}}"),
+        ]));
+        let rollout = Instant::now();
+        wait_bundle(
+            &api,
+            "frontend",
+            Duration::from_secs(120),
+            "Ready with v2",
+            |b| {
+                is_ready(b)
+                    && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some(v2.as_str())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        poller.await.unwrap();
+        let (requests, failures) = (
+            requests.load(Ordering::Relaxed),
+            failures.load(Ordering::Relaxed),
+        );
+        let seen = seen.lock().unwrap().clone();
+        eprintln!(
+            "rollout to v2 Ready in {:?}: {requests} requests, {failures} failed, versions in order {seen:?}",
+            rollout.elapsed()
+        );
+        assert_eq!(failures, 0, "requests failed during the rolling update");
+        assert!(requests > 100, "the client polled too little: {requests}");
+        assert_eq!(seen.first().map(String::as_str), Some("v1"));
+        assert_eq!(seen.last().map(String::as_str), Some("v2"));
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// Self-healing, as the status tells it: a container that dies is restarted and a deleted
+    /// pod is replaced; the AppBundle goes Ready=False meanwhile and Ready=True again.
+    #[tokio::test]
+    async fn a_killed_container_and_a_deleted_pod_heal_and_the_status_says_so() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "heal").await;
+        let probe = "  readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}\n";
+        apply_yaml(
+            &ns,
+            &bundle("cache", &image_env("REDIS_IMAGE"), 6379, probe),
+        );
+        let api = bundles(&client, &ns);
+        wait_bundle(&api, "cache", Duration::from_secs(60), "Ready", is_ready).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let first = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let first_name = first.metadata.name.clone().unwrap();
+
+        // Kill the container's process: redis exits, the kubelet starts it again.
+        let _ = run(kubectl(&[
+            "exec",
+            "-n",
+            &ns,
+            &first_name,
+            "--",
+            "redis-cli",
+            "shutdown",
+            "nosave",
+        ]));
+        wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(20),
+            "Ready=False after the kill",
+            |b| condition_of(b, "Ready").is_some_and(|c| c.0 == "False"),
+        )
+        .await;
+        wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(60),
+            "Ready again",
+            is_ready,
+        )
+        .await;
+        let restarted = pods.get(&first_name).await.unwrap();
+        let restarts = restarted.status.unwrap().container_statuses.unwrap()[0].restart_count;
+        assert_eq!(restarts, 1, "the same pod, its container restarted once");
+
+        // Delete the pod: the Deployment replaces it.
+        pods.delete(&first_name, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(20),
+            "Ready=False after the delete",
+            |b| condition_of(b, "Ready").is_some_and(|c| c.0 == "False"),
+        )
+        .await;
+        wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(60),
+            "Ready again",
+            is_ready,
+        )
+        .await;
+        let now: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.metadata.name.unwrap())
+            .collect();
+        assert_eq!(now.len(), 1);
+        assert_ne!(now[0], first_name, "a new pod replaced the deleted one");
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// Each way a pod fails shows in the AppBundle's Ready reason within 20 s of the apply, in
+    /// the kubelet's or the scheduler's words, Stalled where it will not fix itself; and clears
+    /// once the AppBundle is fixed.
+    #[tokio::test]
+    async fn pod_failures_show_in_status_within_20_seconds_and_clear() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "failing").await;
+        let redis = image_env("REDIS_IMAGE");
+        let stress = image_env("STRESS_IMAGE");
+        // (name, broken spec, expected reason, stalled, message fragment, fixed spec)
+        let cases = [
+            (
+                "crash",
+                bundle("crash", &redis, 6379, "  args: [/nonexistent.conf]\n"),
+                "CrashLoopBackOff",
+                false,
+                "keeps exiting with code 1".to_string(),
+                bundle("crash", &redis, 6379, ""),
+            ),
+            (
+                "nopull",
+                bundle("nopull", "registry.kubundle.local/does-not-exist:1", 80, ""),
+                "ImagePullBackOff",
+                true,
+                "cannot get its image registry.kubundle.local/does-not-exist:1".to_string(),
+                bundle("nopull", &redis, 6379, ""),
+            ),
+            (
+                "oom",
+                bundle(
+                    "oom",
+                    &stress,
+                    80,
+                    "  args: [--vm, \"1\", --vm-bytes, 256M, --vm-hang, \"0\"]\n  resources: {limits: {memory: 64Mi}}\n",
+                ),
+                "OOMKilled",
+                true,
+                "more than its memory limit of 64Mi".to_string(),
+                bundle(
+                    "oom",
+                    &stress,
+                    80,
+                    "  args: [--vm, \"1\", --vm-bytes, 16M, --vm-hang, \"0\"]\n  resources: {limits: {memory: 64Mi}}\n",
+                ),
+            ),
+            (
+                "unschedulable",
+                bundle(
+                    "unschedulable",
+                    &redis,
+                    6379,
+                    "  resources: {requests: {cpu: \"64\"}}\n",
+                ),
+                "Unschedulable",
+                false,
+                "Insufficient cpu".to_string(),
+                bundle(
+                    "unschedulable",
+                    &redis,
+                    6379,
+                    "  resources: {requests: {cpu: 10m}}\n",
+                ),
+            ),
+        ];
+        let api = bundles(&client, &ns);
+        let start = Instant::now();
+        for (_, broken, ..) in &cases {
+            apply_yaml(&ns, broken);
+        }
+        for (name, _, reason, stalled, fragment, _) in &cases {
+            let b = wait_bundle(
+                &api,
+                name,
+                Duration::from_secs(20).saturating_sub(start.elapsed()),
+                &format!("Ready=False {reason} within 20 s"),
+                |b| condition_of(b, "Ready").is_some_and(|c| c.0 == "False" && c.1 == *reason),
+            )
+            .await;
+            let (_, _, message) = condition_of(&b, "Ready").unwrap();
+            assert!(message.contains(fragment.as_str()), "{name}: {message}");
+            let stalled_now = condition_of(&b, "Stalled").unwrap();
+            assert_eq!(
+                stalled_now.0 == "True",
+                *stalled,
+                "{name}: Stalled {stalled_now:?}"
+            );
+            if *stalled {
+                assert_eq!(stalled_now.1, *reason);
+            }
+            eprintln!("{name}: {reason} after {:?}: {message}", start.elapsed());
+        }
+        for (_, _, _, _, _, fixed) in &cases {
+            apply_yaml(&ns, fixed);
+        }
+        for (name, ..) in &cases {
+            let b = wait_bundle(
+                &api,
+                name,
+                Duration::from_secs(90),
+                "Ready once fixed",
+                is_ready,
+            )
+            .await;
+            assert_eq!(condition_of(&b, "Stalled").unwrap().0, "False", "{name}");
+        }
+        delete_namespace(&client, &ns).await;
+    }
+}
