@@ -45,7 +45,8 @@ impl Config {
         Config {
             leader: service("REDIS_LEADER", "redis-leader"),
             follower: service("REDIS_FOLLOWER", "redis-follower"),
-            version: var("FRONTEND_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+            version: var("FRONTEND_VERSION")
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
         }
     }
 }
@@ -59,7 +60,10 @@ async fn list(State(config): State<Config>) -> Response {
     let reply = redis::command(&config.follower, &[b"LRANGE", KEY, b"0", b"-1"]).await;
     match reply.and_then(redis::strings) {
         Ok(entries) => axum::Json(entries).into_response(),
-        Err(err) => failure(&format!("reading the entries from {}", config.follower), err),
+        Err(err) => failure(
+            &format!("reading the entries from {}", config.follower),
+            err,
+        ),
     }
 }
 
@@ -70,10 +74,15 @@ async fn add(State(config): State<Config>, body: String) -> Response {
         return (StatusCode::BAD_REQUEST, msg).into_response();
     }
     match redis::command(&config.leader, &[b"RPUSH", KEY, entry.as_bytes()]).await {
-        Ok(redis::Reply::Integer(count)) => {
-            (StatusCode::CREATED, axum::Json(serde_json::json!({"entries": count}))).into_response()
-        }
-        Ok(other) => failure("adding the entry", std::io::Error::other(format!("unexpected reply {other:?}"))),
+        Ok(redis::Reply::Integer(count)) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"entries": count})),
+        )
+            .into_response(),
+        Ok(other) => failure(
+            "adding the entry",
+            std::io::Error::other(format!("unexpected reply {other:?}")),
+        ),
         Err(err) => failure(&format!("adding the entry at {}", config.leader), err),
     }
 }
@@ -86,7 +95,9 @@ async fn stamp_version(State(config): State<Config>, mut response: Response) -> 
     if let Ok(value) = HeaderValue::from_str(&config.version) {
         response.headers_mut().insert("x-frontend-version", value);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -97,25 +108,38 @@ async fn shutdown_signal(delay: Duration) {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
-    eprintln!("shutting down: still serving for {delay:?} while the endpoint is removed, then draining");
+    eprintln!(
+        "shutting down: still serving for {delay:?} while the endpoint is removed, then draining"
+    );
     tokio::time::sleep(delay).await;
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let config = Config::from_env();
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
-    let delay = std::env::var("SHUTDOWN_DELAY_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let delay = std::env::var("SHUTDOWN_DELAY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let app = Router::new()
         .route("/", get(page))
         .route("/entries", get(list).post(add))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(axum::middleware::map_response_with_state(config.clone(), stamp_version))
+        .layer(axum::middleware::map_response_with_state(
+            config.clone(),
+            stamp_version,
+        ))
         .with_state(config.clone());
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     eprintln!(
         "guestbook frontend {} on :{port}; leader {}, followers {}",
         config.version, config.leader, config.follower
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal(Duration::from_secs(delay))).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(Duration::from_secs(delay)))
+        .await
 }

@@ -38,7 +38,12 @@ pub async fn command(addr: &str, args: &[&[u8]]) -> io::Result<Reply> {
         read_reply(&mut reader).await
     })
     .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("redis at {addr} did not answer in {TIMEOUT:?}")))?
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("redis at {addr} did not answer in {TIMEOUT:?}"),
+        )
+    })?
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -48,7 +53,10 @@ fn bad(msg: impl Into<String>) -> io::Error {
 async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> io::Result<String> {
     let mut line = String::new();
     if reader.read_line(&mut line).await? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed the connection"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "redis closed the connection",
+        ));
     }
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
@@ -56,8 +64,13 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> io::Result<Str
 /// Reads one reply (recursively for arrays).
 pub async fn read_reply<R: AsyncBufReadExt + Unpin + Send>(reader: &mut R) -> io::Result<Reply> {
     let line = read_line(reader).await?;
-    let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty reply line"))?;
-    let number = || rest.parse::<i64>().map_err(|_| bad(format!("bad length in reply: {line}")));
+    let (kind, rest) = line
+        .split_at_checked(1)
+        .ok_or_else(|| bad("empty reply line"))?;
+    let number = || {
+        rest.parse::<i64>()
+            .map_err(|_| bad(format!("bad length in reply: {line}")))
+    };
     match kind {
         "+" => Ok(Reply::Status(rest.to_string())),
         "-" => Err(io::Error::other(format!("redis: {rest}"))),
@@ -104,7 +117,10 @@ mod tests {
 
     #[test]
     fn encodes_commands_as_bulk_strings() {
-        assert_eq!(encode(&[b"RPUSH", b"k", b"a b"]), b"*3\r\n$5\r\nRPUSH\r\n$1\r\nk\r\n$3\r\na b\r\n");
+        assert_eq!(
+            encode(&[b"RPUSH", b"k", b"a b"]),
+            b"*3\r\n$5\r\nRPUSH\r\n$1\r\nk\r\n$3\r\na b\r\n"
+        );
     }
 
     #[tokio::test]
@@ -113,9 +129,19 @@ mod tests {
         let reply = read_reply(&mut input).await.unwrap();
         assert_eq!(
             reply,
-            Reply::Array(vec![Reply::Bulk(Some(b"hi".to_vec())), Reply::Bulk(None), Reply::Integer(7)])
+            Reply::Array(vec![
+                Reply::Bulk(Some(b"hi".to_vec())),
+                Reply::Bulk(None),
+                Reply::Integer(7)
+            ])
         );
         let mut err: &[u8] = b"-READONLY You can't write against a read only replica.\r\n";
-        assert!(read_reply(&mut err).await.unwrap_err().to_string().contains("READONLY"));
+        assert!(
+            read_reply(&mut err)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("READONLY")
+        );
     }
 }
