@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# The demo: kubundle doing its job on a local cluster.
-#   deploy/local/demo.sh        bring the cluster up, install the CRD, start the operator, apply the
-#                               guestbook (three AppBundles), wait until all three are Ready, show them
-#   deploy/local/demo.sh down   stop the operator and the cluster
-# Running it again reuses the running cluster and operator.
+# The demo: kubundle doing its job on a local cluster, the way a GKE user runs it.
+#   deploy/local/demo.sh        bring the cluster up with its real node, build the images without
+#                               Docker and push them and the Helm chart to the local registry,
+#                               `helm install` kubundle from the OCI chart (2 replicas, leader
+#                               election, restricted Pod Security), apply the guestbook (three
+#                               AppBundles), wait until all three are Ready, then add an entry
+#                               through the frontend's LoadBalancer address with curl and read it back
+#   deploy/local/demo.sh down   bring the cluster down (the node, the operator and the guestbook with it)
+# Running it again reuses the running cluster and upgrades the release.
+# Where the machine cannot have a real node (not root, no cgroups or iptables), the demo says so and
+# runs kubundle as a process beside kwok's fake nodes instead: the same AppBundles get Ready, but
+# nothing answers curl.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 cluster=deploy/local/cluster.sh
@@ -30,64 +37,102 @@ fi
 [ $# -eq 0 ] || { echo "usage: $0 [down]" >&2; exit 2; }
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+ms_since() { local e=$(($(date +%s%3N) - $1)); printf '%d.%03d s' $((e / 1000)) $((e % 1000)); }
 
-say "local control plane"
+say "local cluster: control plane, kwok nodes and a real node"
 $cluster up
 eval "$($cluster env)"
 
-say "build kubundle, install the AppBundle CRD"
-cargo build --locked --quiet --bin kubundle
-kubectl apply --server-side -f crds/ >/dev/null
-# (kubectl wait fails instead of waiting while a new CRD has no status conditions yet: retry.)
-for _ in $(seq 60); do
-  kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
-  sleep 1
-done
-kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null
-
-if operator_running; then
-  say "kubundle already running (pid $(cat "$pidfile"))"
-else
-  say "start kubundle (logs: $state/logs/kubundle.log)"
-  nohup "$target_dir/debug/kubundle" --listen-address 127.0.0.1:0 --log-format json \
-    >"$state/logs/kubundle.log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
+if [ ! -f "$state/node.env" ]; then
+  # ------------------------------------------------------------ no real node on this machine
+  say "no real node here: kubundle runs as a process, the guestbook's pods on kwok's fake nodes"
+  cargo build --locked --quiet --bin kubundle
+  kubectl apply --server-side -f crds/ >/dev/null
+  for _ in $(seq 60); do
+    kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
+    sleep 1
+  done
+  if ! operator_running; then
+    nohup "$target_dir/debug/kubundle" --listen-address 127.0.0.1:0 --log-format json \
+      >"$state/logs/kubundle.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  kubectl create namespace guestbook --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  start=$(date +%s%3N)
+  kubectl apply -n guestbook -f deploy/examples/guestbook.yaml
+  until kubectl get service frontend -n guestbook >/dev/null 2>&1; do sleep 0.2; done
+  # Play the cloud controller: give the LoadBalancer an address.
+  kubectl patch service frontend -n guestbook --subresource=status --type=merge \
+    -p '{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.10"}]}}}' >/dev/null
+  kubectl wait -n guestbook --for=condition=Ready appbundle --all --timeout=120s
+  echo "all three Ready $(ms_since "$start") after kubectl apply"
+  kubectl get appbundles,deployments,services -n guestbook
+  echo
+  echo "Stop everything: $0 down"
+  exit 0
 fi
 
-say "apply the guestbook: three AppBundles (deploy/examples/guestbook.yaml)"
-kubectl create namespace guestbook --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-start=$(date +%s%3N)
-kubectl apply -n guestbook -f deploy/examples/guestbook.yaml
+say "build the images without Docker, push them and the chart to the local registry"
+eval "$(deploy/local/images.sh kubundle redis guestbook-frontend chart)"
+echo "operator image: $KUBUNDLE_IMAGE_REPOSITORY:$KUBUNDLE_IMAGE_TAG"
+echo "chart:          $KUBUNDLE_CHART"
 
-say "the frontend is a LoadBalancer: play the cloud controller and give it an address"
-until kubectl get service frontend -n guestbook >/dev/null 2>&1; do sleep 0.2; done
-kubectl get appbundle frontend -n guestbook
-kubectl patch service frontend -n guestbook --subresource=status --type=merge \
-  -p '{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.10"}]}}}' >/dev/null
+say "helm install kubundle from the OCI chart (namespace kubundle-system, restricted Pod Security)"
+$cluster real-namespace kubundle-system
+kubectl label namespace kubundle-system --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+start=$(date +%s%3N)
+helm upgrade --install kubundle "$KUBUNDLE_CHART" --plain-http -n kubundle-system \
+  --set image.repository="$KUBUNDLE_IMAGE_REPOSITORY" --set image.tag="$KUBUNDLE_IMAGE_TAG" \
+  --wait --timeout 3m >/dev/null
+echo "both replicas Ready $(ms_since "$start") after helm install; the leader:" \
+  "$(kubectl get lease kubundle -n kubundle-system -o jsonpath='{.spec.holderIdentity}')"
+kubectl get pods -n kubundle-system -o wide
+
+say "apply the guestbook: three AppBundles (deploy/local/guestbook.yaml)"
+$cluster real-namespace guestbook
+start=$(date +%s%3N)
+kubectl apply -n guestbook -f deploy/local/guestbook.yaml
 
 say "wait until all three are Ready"
-kubectl wait -n guestbook --for=condition=Ready appbundle --all --timeout=120s
-elapsed=$(($(date +%s%3N) - start))
-printf 'all three Ready %d.%03d s after kubectl apply\n' $((elapsed / 1000)) $((elapsed % 1000))
-address=$(grep -o '"address":"[^"]*"' "$state/logs/kubundle.log" | head -1 | cut -d'"' -f4)
-echo "kubundle metrics: http://$address/metrics"
+kubectl wait -n guestbook --for=condition=Ready appbundle --all --timeout=180s
+echo "all three Ready $(ms_since "$start") after kubectl apply"
+kubectl get appbundles,pods,services -n guestbook
 
-say "kubectl get appbundles,deployments,services,pods -n guestbook"
-kubectl get appbundles,deployments,services,pods -n guestbook
+say "the guestbook answers: add an entry through the frontend's LoadBalancer address, read it back"
+ip=$(kubectl get service frontend -n guestbook -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+entry="Hello from the kubundle demo at $(date +%H:%M:%S)"
+for _ in $(seq 100); do
+  curl -sf -m 2 -X POST --data "$entry" "http://$ip/entries" >/dev/null && break
+  sleep 0.2
+done
+echo "\$ curl -X POST --data '$entry' http://$ip/entries"
+answer=""
+for _ in $(seq 100); do
+  answer=$(curl -sf -m 2 "http://$ip/entries" || true)
+  [[ $answer == *"$entry"* ]] && break
+  sleep 0.2
+done
+echo "\$ curl http://$ip/entries"
+echo "$answer"
+[[ $answer == *"$entry"* ]] || { echo "the entry was not read back" >&2; exit 1; }
+echo "(entry written to the Redis leader, read back from a follower: answering $(ms_since "$start") after kubectl apply)"
 
-say "the tutorial's labels reach the pods: kubectl get pods -n guestbook -l app=redis -L role,tier"
-kubectl get pods -n guestbook -l app=redis -L role,tier
+cat <<EOF
 
-cat <<EOF2
-
+Open the guestbook in a browser:
+  on this machine:  http://$ip/
+  from elsewhere:   eval "\$($cluster env)"; kubectl port-forward -n guestbook service/frontend 8080:80
+                    then http://localhost:8080/
 Try it:
   eval "\$($cluster env)"
-  kubectl scale appbundle frontend -n guestbook --replicas=5
-  kubectl describe appbundle frontend -n guestbook      # conditions and Events
-  kubectl delete service redis-leader -n guestbook       # kubundle recreates it
-  kubectl delete appbundle frontend -n guestbook --cascade=orphan && kubectl apply -n guestbook -f deploy/examples/guestbook.yaml
-                                                         # the orphans are adopted: no pod restarts
-  $cluster restart kube-apiserver --down 30              # an outage: /readyz says so, kubundle catches up
+  kubectl patch appbundle frontend -n guestbook --type=merge -p '{"spec":{"image":"registry.kubundle.local/guestbook-frontend:v2"}}'
+                                                       # a rolling update, readiness-gated
+  kubectl patch appbundle frontend -n guestbook --type=merge -p '{"spec":{"image":"registry.kubundle.local/nope:1"}}'
+  kubectl get appbundle frontend -n guestbook          # Ready=False ImagePullBackOff, Stalled
+  kubectl logs -n kubundle-system deployment/kubundle  # the operator's JSON logs
+  kubectl exec -n guestbook deployment/redis-leader -- redis-cli lrange guestbook 0 -1
+  kubectl delete pod -n kubundle-system \$(kubectl get lease kubundle -n kubundle-system -o jsonpath='{.spec.holderIdentity}')
+                                                       # the other replica takes over
 Stop everything:
   $0 down
-EOF2
+EOF
