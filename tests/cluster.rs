@@ -182,7 +182,8 @@ fn kubectl_and_helm_from_path_report_the_pinned_versions() {
     );
 }
 
-/// Enough Ready kwok nodes for at least 10,000 pods in total (the benchmarks need them).
+/// Enough Ready kwok nodes for at least 10,000 pods in total (the benchmarks need them); the real
+/// node (deploy/local/node.sh), when there is one, is Ready and takes only pods that ask for it.
 #[tokio::test]
 async fn kwok_nodes_are_ready_with_room_for_10000_pods() {
     let client = client().await;
@@ -190,8 +191,37 @@ async fn kwok_nodes_are_ready_with_room_for_10000_pods() {
         .list(&ListParams::default())
         .await
         .unwrap();
+    let (real, kwok): (Vec<&Node>, Vec<&Node>) = nodes.items.iter().partition(|n| {
+        n.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("kubundle.dev/real-node"))
+    });
+    assert!(real.len() <= 1, "one real node at most");
+    for node in &real {
+        let status = node.status.clone().unwrap_or_default();
+        assert!(
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            "the real node is not Ready"
+        );
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        assert!(
+            taints
+                .iter()
+                .any(|t| t.key == "kubundle.dev/real-node" && t.effect == "NoSchedule"),
+            "the real node must be tainted: {taints:?}"
+        );
+    }
     let mut pods = 0i64;
-    for node in &nodes.items {
+    for node in kwok {
         let name = node.metadata.name.clone().unwrap_or_default();
         let annotations = node.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(
