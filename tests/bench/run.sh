@@ -9,7 +9,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --locked --release --bin kubundle
 cargo build --locked --release --features bench --bin kubundle-bench
-deploy/local/cluster.sh up
+# The benchmark measures the control plane and kubundle on kwok's nodes: a real node's kube-proxy
+# would program rules for every benchmark Service and take CPU from both. A cluster started here has
+# none; a running one is reused as it is (with a warning when it has a real node).
+KUBUNDLE_REAL_NODE=${KUBUNDLE_REAL_NODE:-0} deploy/local/cluster.sh up
+if [ -f "${KUBUNDLE_CLUSTER_DIR:-.cluster}/node.env" ]; then
+  echo "warning: the running cluster has a real node, whose kube-proxy takes CPU from the measurement;" \
+    "for clean figures run deploy/local/cluster.sh down first" >&2
+fi
 eval "$(deploy/local/cluster.sh env)"
 kubectl apply --server-side -f crds/ >/dev/null
 for _ in $(seq 60); do
