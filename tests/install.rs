@@ -297,6 +297,18 @@ mod install {
             ),
             (vec!["create", "deployments.apps", "-A"], true),
             (vec!["patch", "services", "-A"], true),
+            (vec!["delete", "services", "-A"], false),
+            (
+                vec!["patch", "horizontalpodautoscalers.autoscaling", "-A"],
+                true,
+            ),
+            (
+                vec!["delete", "horizontalpodautoscalers.autoscaling", "-A"],
+                true,
+            ),
+            (vec!["watch", "poddisruptionbudgets.policy", "-A"], true),
+            (vec!["delete", "poddisruptionbudgets.policy", "-A"], true),
+            (vec!["update", "poddisruptionbudgets.policy", "-A"], false),
             (vec!["create", "events.events.k8s.io", "-A"], true),
             (vec!["patch", "events.events.k8s.io", "-A"], false),
             (

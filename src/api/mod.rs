@@ -17,7 +17,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 mod conditions;
+mod scaling;
 pub use conditions::*;
+pub use scaling::{AutoscalingSpec, DisruptionBudgetSpec};
 
 /// The API group of kubundle's resources.
 pub const GROUP: &str = "kubundle.dev";
@@ -58,6 +60,10 @@ pub const GROUP: &str = "kubundle.dev";
         .message("spec.ports must list at least one port: the Service exposes them (only a Headless service may have none)"),
     validation = Rule::new("self.ports.all(p, !has(p.nodePort)) || (has(self.service) && has(self.service.type) && self.service.type in ['NodePort', 'LoadBalancer'])")
         .message("spec.ports[].nodePort is only allowed when spec.service.type is NodePort or LoadBalancer"),
+    validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas")
+        .message("spec.replicas cannot change while spec.autoscaling is set: the autoscaler sets the number of pods. Change spec.autoscaling.minReplicas or maxReplicas instead (kubectl scale cannot scale an autoscaled AppBundle), or remove spec.autoscaling"),
+    validation = Rule::new("!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) == 0 || (type(self.disruptionBudget.minAvailable) == int ? self.disruptionBudget.minAvailable < (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) : int(string(self.disruptionBudget.minAvailable).replace('%', '')) * (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) <= 100 * ((has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) - 1))")
+        .message("spec.disruptionBudget.minAvailable must leave at least one pod evictable at the fewest pods (spec.replicas, or spec.autoscaling.minReplicas; percentages round up): otherwise it blocks every eviction, and so every node drain and upgrade"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AppBundleSpec {
@@ -142,6 +148,16 @@ pub struct AppBundleSpec {
     /// security and volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateSpec>,
+
+    /// Scale the pods with their CPU and/or memory use: kubundle renders a HorizontalPodAutoscaler
+    /// of the AppBundle's name for its Deployment. While set, `spec.replicas` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// Limit voluntary disruptions (node drains, upgrades): kubundle renders a PodDisruptionBudget
+    /// of the AppBundle's name over its pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -352,6 +368,27 @@ pub struct AppBundleStatus {
     /// Where the Service can be reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<AppBundleAddress>,
+
+    /// The autoscaler's view, while spec.autoscaling is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// What the HorizontalPodAutoscaler of an AppBundle reports.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Pods the autoscaler last saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+
+    /// Pods the autoscaler wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+
+    /// Why the autoscaler cannot scale, when it cannot (metrics missing, say): its own message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where the Service of an AppBundle can be reached.

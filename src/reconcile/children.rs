@@ -1,18 +1,19 @@
-//! The children of an AppBundle as a unit: read each, decide whether kubundle may write it, and
-//! apply the ones that differ from their rendering.
+//! The children of an AppBundle as a set, whatever their kind: read each, decide whether kubundle
+//! may write it, apply the ones that differ from their rendering, delete the ones the spec no
+//! longer asks for.
 //!
 //! Reading comes first for every child, and nothing is written unless every child may be: an
 //! object of a child's name that kubundle must not touch blocks the whole AppBundle (no pods
 //! without their Service, no Service without its pods). Then the children that need it are
-//! applied concurrently, each to completion: one child's refusal never cancels the other's
+//! applied concurrently, each to completion: one child's refusal never cancels another's
 //! request halfway.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
@@ -21,7 +22,7 @@ use super::compare::covers;
 use super::status::Blocker;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::render::{FIELD_MANAGER, labels};
+use crate::render::{ChildKind, FIELD_MANAGER, Rendered, labels};
 
 /// Annotation on each child: a hash of kubundle's rendering of it. With the rendered fields
 /// themselves, it tells whether the child is up to date without writing to it.
@@ -36,18 +37,20 @@ pub enum Change {
     /// and now controls it again.
     Adopted,
     Updated,
+    /// The spec no longer asks for it: deleted.
+    Deleted,
 }
 
 /// What reading a child found.
 #[derive(Debug)]
-pub enum Found<K> {
+pub enum Found {
     /// No object of the child's name.
     Missing,
     /// The child, controlled by this AppBundle.
-    Ours(K),
+    Ours(DynamicObject),
     /// An object kubundle made for an AppBundle of this name (its managed-by and instance
     /// labels) that has no controller: an orphan, adopted by applying the rendering.
-    Orphan(K),
+    Orphan(DynamicObject),
     /// An object of the child's name that is being deleted: wait for it to go.
     Terminating,
     /// An object of the child's name that kubundle must not touch.
@@ -55,12 +58,17 @@ pub enum Found<K> {
 }
 
 /// One child of an AppBundle: its rendering and what is live.
-pub struct Child<K> {
-    pub kind: &'static str,
-    pub api: Api<K>,
-    pub desired: K,
+pub struct Child {
+    pub kind: ChildKind,
+    pub api: Api<DynamicObject>,
+    pub desired: DynamicObject,
     pub hash: String,
-    pub found: Found<K>,
+    pub found: Found,
+}
+
+/// The API of a kind of child in a namespace.
+pub fn api(client: &Client, ns: &str, kind: ChildKind) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &kind.api_resource())
 }
 
 /// Most children [`Settled`] remembers (a few hundred bytes each).
@@ -99,17 +107,19 @@ impl Settled {
 }
 
 /// Reads the live object of a rendered child and classifies it.
-pub async fn read<K>(
-    kind: &'static str,
-    api: Api<K>,
-    mut desired: K,
+pub async fn read(
+    client: &Client,
+    ns: &str,
+    rendered: Rendered,
     owner_uid: &str,
     bundle_name: &str,
-) -> Result<Child<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let hash = rendering_hash(&desired, kind)?;
+) -> Result<Child> {
+    let Rendered {
+        kind,
+        object: mut desired,
+    } = rendered;
+    let api = api(client, ns, kind);
+    let hash = rendering_hash(&desired, kind.name())?;
     desired
         .meta_mut()
         .annotations
@@ -121,7 +131,7 @@ where
         Some(live) if live.meta().deletion_timestamp.is_some() => Found::Terminating,
         Some(live) if controlled_by(live.meta(), owner_uid) => Found::Ours(live),
         Some(live) if is_orphan(live.meta(), bundle_name) => Found::Orphan(live),
-        Some(live) => Found::Conflict(conflict_message(kind, &name, live.meta())),
+        Some(live) => Found::Conflict(conflict_message(kind.name(), &name, live.meta())),
     };
     Ok(Child {
         kind,
@@ -179,21 +189,18 @@ fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
         && label(labels::NAME) == Some(bundle_name)
 }
 
-impl<K> Child<K>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
+impl Child {
     /// The blocker this child puts on the whole AppBundle, if any.
     pub fn blocker(&self) -> Option<Blocker> {
         let name = self.desired.meta().name.clone().unwrap_or_default();
         match &self.found {
             Found::Conflict(message) => Some(Blocker::NameConflict {
-                kind: self.kind,
+                kind: self.kind.name(),
                 name,
                 message: message.clone(),
             }),
             Found::Terminating => Some(Blocker::Terminating {
-                kind: self.kind,
+                kind: self.kind.name(),
                 name,
             }),
             _ => None,
@@ -214,7 +221,7 @@ where
     fn settled_key(&self) -> String {
         let m = self.desired.meta();
         Settled::key(
-            self.kind,
+            self.kind.name(),
             m.namespace.as_deref().unwrap_or_default(),
             m.name.as_deref().unwrap_or_default(),
         )
@@ -223,7 +230,7 @@ where
     /// A live child is up to date when it carries the hash of the current rendering (so no field
     /// was dropped from the rendering since) and holds every rendered value as the API server
     /// stores it (so nobody changed one; see [`covers`]).
-    fn up_to_date(&self, live: &K, settled: &Settled) -> Result<bool> {
+    fn up_to_date(&self, live: &DynamicObject, settled: &Settled) -> Result<bool> {
         let annotated = live
             .meta()
             .annotations
@@ -237,7 +244,7 @@ where
         if settled.is_settled(&self.settled_key(), &self.hash, &rv) {
             return Ok(true);
         }
-        let what = self.kind;
+        let what = self.kind.name();
         let live =
             serde_json::to_value(live).map_err(|source| Error::Serialize { what, source })?;
         let desired = serde_json::to_value(&self.desired)
@@ -246,11 +253,19 @@ where
     }
 
     /// The live object after this reconcile (None while missing or not ours).
-    pub fn live(&self) -> Option<&K> {
+    pub fn live(&self) -> Option<&DynamicObject> {
         match &self.found {
             Found::Ours(live) | Found::Orphan(live) => Some(live),
             _ => None,
         }
+    }
+
+    /// The live object as its Kubernetes type (for readiness rules).
+    pub fn live_as<K: DeserializeOwned>(&self) -> Option<K> {
+        let live = self.live()?;
+        serde_json::to_value(live)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
     }
 
     /// Applies the rendering when `change` says it is needed (server-side apply, field manager
@@ -269,7 +284,7 @@ where
         let name = self.desired.meta().name.clone().unwrap_or_default();
         let before = self.live().and_then(|l| l.meta().resource_version.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        metrics.write(self.kind, "apply");
+        metrics.write(self.kind.name(), "apply");
         let applied = self
             .api
             .patch(&name, &params, &Patch::Apply(&self.desired))
@@ -281,11 +296,68 @@ where
             Change::None
         } else {
             settled.forget(&key);
-            info!(kind = self.kind, child = name, ?change, "applied");
+            info!(kind = self.kind.name(), child = name, ?change, "applied");
             change
         };
         self.found = Found::Ours(applied);
         Ok(change)
+    }
+}
+
+/// A child the spec no longer asks for, found in the watch cache: kubundle made it for this
+/// AppBundle (its labels) and the AppBundle controls it (its UID).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stale {
+    pub kind: ChildKind,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Whether an object seen in a child watch is a stale child of the AppBundle `bundle_name`
+/// (UID `owner_uid`): controlled by it and labelled by kubundle for it.
+pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name: &str) -> bool {
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    controlled_by(meta, owner_uid)
+        && meta.deletion_timestamp.is_none()
+        && label(labels::MANAGED_BY) == Some(labels::MANAGER)
+        && label(labels::INSTANCE) == Some(bundle_name)
+}
+
+/// Deletes a stale child: exactly the object seen (a UID precondition), so that an object of
+/// the same name made since by someone else is never touched. Gone already counts as deleted.
+pub async fn prune(
+    client: &Client,
+    ns: &str,
+    stale: &Stale,
+    metrics: &Metrics,
+) -> Result<Change, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(stale.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    metrics.write(stale.kind.name(), "delete");
+    match api(client, ns, stale.kind)
+        .delete(&stale.name, &params)
+        .await
+    {
+        Ok(_) => {
+            info!(
+                kind = stale.kind.name(),
+                child = stale.name,
+                "deleted: no longer in the spec"
+            );
+            Ok(Change::Deleted)
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Change::None),
+        Err(e) => Err(e),
     }
 }
 

@@ -16,6 +16,7 @@
 mod cached;
 pub mod children;
 pub mod compare;
+pub mod handover;
 mod pipeline;
 pub mod pods;
 mod report;
@@ -27,13 +28,13 @@ pub use children::RENDERED_HASH;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams, ObjectMeta};
 use kube::core::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -47,7 +48,7 @@ use crate::api::{READY, find_condition};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::metrics::Metrics;
-use crate::render::labels;
+use crate::render::{ChildKind, labels};
 use children::Settled;
 use watches::{NoBackoff, WatchHealth, resilient};
 
@@ -72,6 +73,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<CachedBundle>, u32>>,
     /// Children whose last apply was a no-op (see [`Settled`]).
     settled: Settled,
+    /// The metadata caches of the optional children's watches, by kind (set by [`controller`]):
+    /// where kubundle finds the children a spec no longer asks for, without a request.
+    child_caches: OnceLock<HashMap<ChildKind, Store<PartialObjectMeta<DynamicObject>>>>,
 }
 
 impl Context {
@@ -83,7 +87,20 @@ impl Context {
             settings,
             failures: Mutex::default(),
             settled: Settled::default(),
+            child_caches: OnceLock::new(),
         }
+    }
+
+    /// The cached metadata of the `kind` child named `name` in `ns`, if the watch saw one.
+    pub fn cached_child(
+        &self,
+        kind: ChildKind,
+        ns: &str,
+        name: &str,
+    ) -> Option<(ChildKind, ObjectMeta)> {
+        let store = self.child_caches.get()?.get(&kind)?;
+        let key = ObjectRef::new_with(name, kind.api_resource()).within(ns);
+        store.get(&key).map(|o| (kind, o.metadata.clone()))
     }
 }
 
@@ -129,9 +146,10 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.clone();
     let bundles: Api<CachedBundle> = api_for(&client, ns.as_deref());
-    let health = Arc::new(WatchHealth::new(&["appbundles", "deployments", "services"]));
-    let ours =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let mut streams = vec!["appbundles"];
+    streams.extend(ChildKind::ALL.map(ChildKind::plural));
+    let health = Arc::new(WatchHealth::new(&streams));
+    let ours = ours_config();
     let deployments = resilient(
         "deployments",
         watcher(
@@ -184,9 +202,33 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         PredicateConfig::default(),
     );
 
-    let controller = Controller::for_stream(main, store.clone())
+    let mut controller = Controller::for_stream(main, store.clone())
         .owns_stream_with(deployments, ())
-        .owns_stream_with(services, ())
+        .owns_stream_with(services, ());
+    // The optional children: watched as metadata too, and cached, for pruning.
+    let mut caches = HashMap::new();
+    for kind in ChildKind::ALL.into_iter().filter(|k| k.optional()) {
+        let ar = kind.api_resource();
+        let api: Api<PartialObjectMeta<DynamicObject>> = match ns.as_deref() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let writer = Writer::new(ar.clone());
+        caches.insert(kind, writer.as_reader());
+        let stream = reflector(
+            writer,
+            resilient(
+                kind.plural(),
+                watcher(api, ours_config()),
+                health.clone(),
+                ctx.metrics.clone(),
+            ),
+        )
+        .touched_objects();
+        controller = controller.owns_stream_with(stream, ar);
+    }
+    let _ = ctx.child_caches.set(caches);
+    let controller = controller
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         // Each stream backs off on its own (see watches.rs); a shared backoff would delay all.
         .trigger_backoff(NoBackoff)
@@ -206,6 +248,11 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
             watches: health,
         },
     )
+}
+
+/// Child watches see only objects with kubundle's managed-by label.
+fn ours_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
 }
 
 async fn reconcile(obj: Arc<CachedBundle>, ctx: Arc<Context>) -> Result<Action> {

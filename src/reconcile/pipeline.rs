@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
@@ -11,15 +12,15 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::debug;
 
-use super::children::{self, Change, Child, is_definite_refusal};
-use super::pods;
+use super::children::{self, Change, Child, Stale, is_definite_refusal};
 use super::report::{publish, write_status};
 use super::status::{self, Blocker, Observed};
 use super::{CachedBundle, Context};
+use super::{handover, pods};
 use crate::api::AppBundle;
 use crate::error::Result;
 use crate::events::EventType;
-use crate::render;
+use crate::render::{self, ChildKind};
 
 /// How soon to look again while an object kubundle does not watch blocks the AppBundle (a name
 /// conflict with an object that is not kubundle's, a child still terminating).
@@ -54,9 +55,9 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         }
     };
 
-    let (deployment, service) = match (render::deployment(&bundle), render::service(&bundle)) {
-        (Ok(d), Ok(s)) => (d, s),
-        (Err(e), _) | (_, Err(e)) => {
+    let rendered = match render::children(&bundle) {
+        Ok(rendered) => rendered,
+        Err(e) => {
             let blocker = Blocker::InvalidSpec {
                 message: e.to_string(),
             };
@@ -65,29 +66,34 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     };
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
     let name = bundle.name_any();
+    // Children the spec no longer asks for, from the watch caches (no request).
+    let stale: Vec<Stale> = ChildKind::ALL
+        .into_iter()
+        .filter(|k| k.optional() && !rendered.iter().any(|r| r.kind == *k))
+        .filter_map(|k| ctx.cached_child(k, &ns, &name))
+        .filter(|(_, meta)| children::is_stale_child(meta, &uid, &name))
+        .map(|(kind, meta)| Stale {
+            kind,
+            name: name.clone(),
+            uid: meta.uid.unwrap_or_default(),
+        })
+        .collect();
 
     // Read every child first (concurrently); write nothing unless every child may be written.
-    let (mut d, mut s): (Child<Deployment>, Child<Service>) = futures::try_join!(
-        children::read(
-            "Deployment",
-            Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
-            deployment,
-            &uid,
-            &name,
-        ),
-        children::read(
-            "Service",
-            Api::<Service>::namespaced(ctx.client.clone(), &ns),
-            service,
-            &uid,
-            &name,
-        ),
-    )?;
-    let mut blocker = d.blocker().or_else(|| s.blocker());
+    let mut set: Vec<Child> = futures::future::try_join_all(
+        rendered
+            .into_iter()
+            .map(|r| children::read(&ctx.client, &ns, r, &uid, &name)),
+    )
+    .await?;
+    let mut blocker = set.iter().find_map(Child::blocker);
 
-    let mut changes = [("Deployment", Change::None), ("Service", Change::None)];
+    let mut changes: Vec<(&'static str, Change)> = Vec::new();
     if blocker.is_none() {
-        let needed = [d.needed(&ctx.settled)?, s.needed(&ctx.settled)?];
+        let needed = set
+            .iter()
+            .map(|c| c.needed(&ctx.settled))
+            .collect::<Result<Vec<_>>>()?;
         // A child to create for an AppBundle seen before (it was deleted since): make sure the
         // AppBundle is not being deleted this very moment, which the cache may not show yet. A
         // create then would only hand the garbage collector more to delete.
@@ -104,22 +110,40 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
                 return Ok(Action::await_change());
             }
         }
-        // Apply what differs, each request to completion whatever the other's fate.
-        let (rd, rs) = futures::join!(
-            d.apply(needed[0], &ctx.metrics, &ctx.settled),
-            s.apply(needed[1], &ctx.metrics, &ctx.settled),
+        // The autoscaler takes the replicas over from kubundle without a dip (handover.rs).
+        if let Some(d) = set.iter().find(|c| c.kind == ChildKind::Deployment) {
+            handover::release_replicas(&bundle, d, &ctx.metrics).await?;
+        }
+        // Apply what differs and delete what is stale, each request to completion whatever the
+        // others' fate.
+        let (applied, pruned) = futures::join!(
+            futures::future::join_all(set.iter_mut().zip(&needed).map(|(c, n)| c.apply(
+                *n,
+                &ctx.metrics,
+                &ctx.settled
+            ))),
+            futures::future::join_all(stale.iter().map(|st| children::prune(
+                &ctx.client,
+                &ns,
+                st,
+                &ctx.metrics
+            ))),
         );
+        let kinds = set
+            .iter()
+            .map(|c| c.kind)
+            .chain(stale.iter().map(|st| st.kind));
         let mut transient = None;
-        for (i, result) in [rd, rs].into_iter().enumerate() {
+        for (kind, result) in kinds.zip(applied.into_iter().chain(pruned)) {
             match result {
-                Ok(change) => changes[i].1 = change,
+                Ok(change) => changes.push((kind.name(), change)),
                 Err(e) if is_definite_refusal(&e) => {
                     let (message, retry) = match e {
                         kube::Error::Api(s) => (s.message, s.code == 403),
                         other => (other.to_string(), false),
                     };
                     blocker.get_or_insert(Blocker::WriteRefused {
-                        kind: changes[i].0,
+                        kind: kind.name(),
                         message,
                         retry,
                     });
@@ -134,16 +158,26 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         }
     }
 
+    let live = |kind: ChildKind| set.iter().find(|c| c.kind == kind);
+    let deployment: Option<Deployment> = live(ChildKind::Deployment).and_then(Child::live_as);
+    let service: Option<Service> = live(ChildKind::Service).and_then(Child::live_as);
+    let autoscaler: Option<HorizontalPodAutoscaler> =
+        live(ChildKind::HorizontalPodAutoscaler).and_then(Child::live_as);
     // A rollout that stopped making progress: its newest pods say why (read only then, so healthy
     // rollouts and steady state cost no pod reads).
-    let progress = pods::progress(d.live(), bundle.spec.replicas, &now);
+    let progress = pods::progress(
+        deployment.as_ref(),
+        status::desired_replicas(&bundle, deployment.as_ref()),
+        &now,
+    );
     let problem = match progress {
         pods::Progress::Stuck if blocker.is_none() => read_pod_problem(ctx, &ns, &name).await,
         _ => None,
     };
     let observed = Observed {
-        deployment: d.live(),
-        service: s.live(),
+        deployment: deployment.as_ref(),
+        service: service.as_ref(),
+        autoscaler: autoscaler.as_ref(),
         pods: problem.as_ref(),
     };
     let status = status::compute(
@@ -230,6 +264,9 @@ fn announce(
             Change::Updated => Some(format!(
                 "updated {kind} {name} (it differed from the AppBundle)"
             )),
+            Change::Deleted => Some(format!(
+                "deleted {kind} {name} (the AppBundle no longer asks for it)"
+            )),
         })
         .collect();
     if notes.is_empty() {
@@ -238,6 +275,8 @@ fn announce(
     let has = |c: Change| changes.iter().any(|(_, x)| *x == c);
     let reason = if has(Change::Updated) {
         "Updated"
+    } else if has(Change::Deleted) && !has(Change::Created) && !has(Change::Adopted) {
+        "Deleted"
     } else if has(Change::Adopted) {
         "Adopted"
     } else {

@@ -4,13 +4,14 @@
 //! `Stalled=True` -> Failed; `Ready=True` -> Current.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::pods::PodProblem;
 use crate::api::{
-    AppBundle, AppBundleAddress, AppBundleStatus, FALSE, READY, RECONCILING, STALLED, TRUE,
-    UNKNOWN, condition, reason, set_condition,
+    AppBundle, AppBundleAddress, AppBundleStatus, AutoscalingStatus, FALSE, READY, RECONCILING,
+    STALLED, TRUE, UNKNOWN, condition, reason, set_condition,
 };
 use crate::render::{selector_string, service_type};
 
@@ -46,6 +47,8 @@ type Cond = (&'static str, &'static str, String);
 pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     pub service: Option<&'a Service>,
+    /// The HorizontalPodAutoscaler, with `spec.autoscaling`.
+    pub autoscaler: Option<&'a HorizontalPodAutoscaler>,
     /// Why the newest pods do not become ready, when the rollout stopped making progress and
     /// kubundle read them ([`super::pods`]).
     pub pods: Option<&'a PodProblem>,
@@ -168,6 +171,42 @@ fn address(bundle: &AppBundle, svc: &Service, cluster_domain: &str) -> AppBundle
     }
 }
 
+/// The pods a complete rollout has: `spec.replicas`, or with autoscaling the Deployment's own
+/// count (the autoscaler's choice), at least the autoscaler's minimum (a new Deployment starts
+/// with one pod until the autoscaler brings it up).
+pub fn desired_replicas(bundle: &AppBundle, deployment: Option<&Deployment>) -> i32 {
+    match &bundle.spec.autoscaling {
+        None => bundle.spec.replicas,
+        Some(a) => deployment
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(a.min()),
+    }
+}
+
+/// What the autoscaler says: its current and desired pods, and why it cannot scale if it cannot.
+fn autoscaling_status(hpa: &HorizontalPodAutoscaler) -> AutoscalingStatus {
+    let status = hpa.status.clone().unwrap_or_default();
+    let message = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| (c.type_ == "ScalingActive" || c.type_ == "AbleToScale") && c.status == FALSE)
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            )
+        });
+    AutoscalingStatus {
+        current_replicas: status.current_replicas,
+        desired_replicas: Some(status.desired_replicas),
+        message,
+    }
+}
+
 /// The status of `bundle` given what was observed. `bundle.status` supplies the previous
 /// conditions (whose transition times are kept while their status stays) and the last fully
 /// rolled-out image.
@@ -181,7 +220,7 @@ pub fn compute(
     let previous = bundle.status.clone().unwrap_or_default();
     let generation = bundle.metadata.generation;
     let name = bundle.metadata.name.clone().unwrap_or_default();
-    let desired = bundle.spec.replicas;
+    let desired = desired_replicas(bundle, observed.deployment);
     let mut status = AppBundleStatus {
         observed_generation: generation,
         conditions: previous.conditions.clone(),
@@ -200,6 +239,14 @@ pub fn compute(
     status.replica_summary = Some(format!("{}/{desired}", status.ready_replicas.unwrap_or(0)));
     if let Some(svc) = observed.service {
         status.address = Some(address(bundle, svc, cluster_domain));
+    }
+    if bundle.spec.autoscaling.is_some() {
+        status.autoscaling = Some(
+            observed
+                .autoscaler
+                .map(autoscaling_status)
+                .unwrap_or_default(),
+        );
     }
 
     // (Ready, Reconciling, Stalled) as (status, reason, message) each.

@@ -34,7 +34,14 @@ pub mod labels {
 pub enum RenderError {
     #[error("the AppBundle has no {0} (it must come from the API server)")]
     MissingMetadata(&'static str),
+    #[error("the {0} cannot be encoded: {1}")]
+    Encode(&'static str, String),
 }
+
+mod scaling;
+mod set;
+pub use scaling::{DEFAULT_CPU_TARGET, autoscaler, disruption_budget};
+pub use set::{ChildKind, Rendered, children};
 
 /// The children's selector: only labels that never change for a given AppBundle, because a
 /// Deployment's selector is immutable and user label edits must not break it.
@@ -171,7 +178,9 @@ pub fn deployment(bundle: &AppBundle) -> Result<Deployment, RenderError> {
             ..ObjectMeta::default()
         },
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            // With autoscaling, the HorizontalPodAutoscaler sets the replicas: kubundle leaves the
+            // field to it (see reconcile/handover.rs for how the field changes hands).
+            replicas: spec.autoscaling.is_none().then_some(spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),
                 ..LabelSelector::default()

@@ -176,6 +176,118 @@ fn selector_string_matches_the_selector_labels() {
 // ---- properties
 
 /// A DNS-1035 label: what the CRD admits as an AppBundle name.
+#[test]
+fn the_child_set_follows_the_optional_sections() {
+    let kinds = |b: &AppBundle| {
+        children(b)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.kind)
+            .collect::<Vec<_>>()
+    };
+    let plain = bundle(spec("web:1"));
+    assert_eq!(kinds(&plain), [ChildKind::Deployment, ChildKind::Service]);
+    let mut s = spec("web:1");
+    s.autoscaling = Some(serde_json::from_value(serde_json::json!({"maxReplicas": 5})).unwrap());
+    s.disruption_budget =
+        Some(serde_json::from_value(serde_json::json!({"maxUnavailable": "25%"})).unwrap());
+    let full = bundle(s);
+    assert_eq!(
+        kinds(&full),
+        [
+            ChildKind::Deployment,
+            ChildKind::Service,
+            ChildKind::HorizontalPodAutoscaler,
+            ChildKind::PodDisruptionBudget
+        ]
+    );
+    for r in children(&full).unwrap() {
+        assert_eq!(
+            r.object.metadata.name.as_deref(),
+            Some("frontend"),
+            "{:?}",
+            r.kind
+        );
+        let owner = &r.object.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("AppBundle", Some(true))
+        );
+        let labels = r.object.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::MANAGED_BY], "kubundle");
+        assert_eq!(labels[labels::INSTANCE], "frontend");
+        let types = r.object.types.as_ref().unwrap();
+        assert_eq!(types.kind, r.kind.name());
+    }
+    assert!(!ChildKind::Deployment.optional() && !ChildKind::Service.optional());
+    assert!(
+        ChildKind::HorizontalPodAutoscaler.optional() && ChildKind::PodDisruptionBudget.optional()
+    );
+}
+
+#[test]
+fn autoscaling_leaves_the_replicas_to_the_autoscaler() {
+    let mut s = spec("web:1");
+    s.replicas = 4;
+    assert_eq!(
+        deployment(&bundle(s.clone()))
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(4)
+    );
+    s.autoscaling = Some(
+        serde_json::from_value(serde_json::json!({"minReplicas": 2, "maxReplicas": 6, "targetMemoryUtilizationPercentage": 75}))
+            .unwrap(),
+    );
+    let b = bundle(s);
+    assert_eq!(deployment(&b).unwrap().spec.unwrap().replicas, None);
+    let hpa = autoscaler(&b).unwrap().unwrap().spec.unwrap();
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 6));
+    assert_eq!(hpa.scale_target_ref.kind, "Deployment");
+    assert_eq!(hpa.scale_target_ref.name, "frontend");
+    let metrics: Vec<_> = hpa
+        .metrics
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let r = m.resource.unwrap();
+            (r.name, r.target.average_utilization)
+        })
+        .collect();
+    assert_eq!(
+        metrics,
+        [("memory".to_string(), Some(75))],
+        "memory only: no CPU default"
+    );
+    let mut s = spec("web:1");
+    s.autoscaling = Some(serde_json::from_value(serde_json::json!({"maxReplicas": 3})).unwrap());
+    let hpa = autoscaler(&bundle(s)).unwrap().unwrap().spec.unwrap();
+    assert_eq!(hpa.min_replicas, Some(1));
+    let cpu = hpa.metrics.unwrap().remove(0).resource.unwrap();
+    assert_eq!(
+        (cpu.name.as_str(), cpu.target.average_utilization),
+        ("cpu", Some(DEFAULT_CPU_TARGET))
+    );
+}
+
+#[test]
+fn the_disruption_budget_selects_the_pods() {
+    let mut s = spec("web:1");
+    s.disruption_budget =
+        Some(serde_json::from_value(serde_json::json!({"minAvailable": "50%"})).unwrap());
+    let b = bundle(s);
+    let pdb = disruption_budget(&b).unwrap().unwrap().spec.unwrap();
+    assert_eq!(pdb.min_available, Some(IntOrString::String("50%".into())));
+    assert_eq!(pdb.max_unavailable, None);
+    assert_eq!(
+        pdb.selector.unwrap().match_labels.unwrap(),
+        selector_labels("frontend")
+    );
+    assert!(disruption_budget(&bundle(spec("web:1"))).unwrap().is_none());
+}
+
 fn bundle_name() -> impl Strategy<Value = String> {
     "[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
 }

@@ -62,6 +62,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch]
+# The optional children (spec.autoscaling, spec.disruptionBudget): delete too, to remove the one a
+# spec no longer asks for (only objects the AppBundle controls and kubundle labelled).
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]

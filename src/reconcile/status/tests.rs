@@ -65,6 +65,7 @@ fn ready_when_fully_rolled_out() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -101,6 +102,7 @@ fn old_pods_left_keep_it_reconciling() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -132,6 +134,7 @@ fn unobserved_deployment_generation_is_not_ready() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -151,6 +154,7 @@ fn load_balancer_waits_for_an_address() {
         &Observed {
             deployment: Some(&d),
             service: Some(&pending),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -165,6 +169,7 @@ fn load_balancer_waits_for_an_address() {
         &Observed {
             deployment: Some(&d),
             service: Some(&with_ip),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -190,6 +195,7 @@ fn progress_deadline_exceeded_is_stalled() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -238,6 +244,7 @@ fn recomputing_the_same_facts_changes_nothing() {
     let observed = Observed {
         deployment: Some(&d),
         service: Some(&svc),
+        autoscaler: None,
         pods: None,
     };
     let first = compute(&b, &observed, None, "cluster.local", &now());
@@ -262,6 +269,7 @@ fn old_pods_terminating_keep_ready_false() {
     let observed = Observed {
         deployment: Some(&d),
         service: Some(&svc),
+        autoscaler: None,
         pods: None,
     };
     let s = compute(&b, &observed, None, "cluster.local", &now());
@@ -287,6 +295,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
         &Observed {
             deployment: Some(&quota),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -308,6 +317,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
         &Observed {
             deployment: Some(&invalid),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -328,6 +338,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
         &Observed {
             deployment: Some(&gone),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -341,6 +352,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
         &Observed {
             deployment: Some(&leaving),
             service: Some(&svc),
+            autoscaler: None,
             pods: None,
         },
         None,
@@ -384,6 +396,7 @@ fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
             &Observed {
                 deployment: Some(&d),
                 service: Some(&svc),
+                autoscaler: None,
                 pods: Some(p),
             },
             None,
@@ -449,4 +462,35 @@ fn a_rollout_is_stuck_after_a_while_without_progress() {
     assert_eq!(progress(None, 2, &at(60)), Progress::Nothing);
     let unobserved = deployment(3, json!({"observedGeneration": 2}));
     assert_eq!(progress(Some(&unobserved), 2, &at(60)), Progress::Nothing);
+}
+
+#[test]
+fn autoscaled_bundles_count_the_deployments_replicas_at_least_the_minimum() {
+    let mut b = bundle(3, "ClusterIP");
+    b.spec.autoscaling =
+        Some(serde_json::from_value(json!({"minReplicas": 2, "maxReplicas": 5})).unwrap());
+    let with = |replicas: i32| -> Deployment {
+        serde_json::from_value(
+            json!({"metadata": {"generation": 1}, "spec": {"replicas": replicas,
+            "selector": {}, "template": {}}}),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        desired_replicas(&b, Some(&with(4))),
+        4,
+        "the autoscaler's choice"
+    );
+    assert_eq!(
+        desired_replicas(&b, Some(&with(1))),
+        2,
+        "not below the minimum"
+    );
+    assert_eq!(desired_replicas(&b, None), 2);
+    b.spec.autoscaling = None;
+    assert_eq!(
+        desired_replicas(&b, Some(&with(4))),
+        3,
+        "spec.replicas without autoscaling"
+    );
 }

@@ -1,0 +1,79 @@
+//! Handing a Deployment's `spec.replicas` over to the HorizontalPodAutoscaler without a dip.
+//!
+//! Without autoscaling, kubundle applies `spec.replicas` and owns the field (server-side apply).
+//! With autoscaling, kubundle's rendering leaves the field out, and a field that its only owner
+//! stops applying is removed: the Deployment would fall back to 1 pod until the autoscaler scaled
+//! it up again. So before the first apply without the field, kubundle applies the live value under
+//! a second field manager, `kubundle-handover`, alone: the field then has another owner, keeps its
+//! value, and the autoscaler's first scale takes it over (Kubernetes' documented way to transfer
+//! ownership). Once kubundle no longer owns the field, this does nothing.
+
+use kube::ResourceExt;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use tracing::info;
+
+use super::children::{Child, Found};
+use crate::api::AppBundle;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::render::FIELD_MANAGER;
+
+/// The field manager that holds `spec.replicas` between kubundle and the autoscaler.
+pub const HANDOVER_MANAGER: &str = "kubundle-handover";
+
+/// Whether kubundle's own apply owns `spec.replicas` of `live`.
+pub fn kubundle_owns_replicas(live: &DynamicObject) -> bool {
+    live.managed_fields().iter().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .is_some_and(|spec| spec.get("f:replicas").is_some())
+    })
+}
+
+/// Before kubundle's first apply of a Deployment without `spec.replicas` (autoscaling was just
+/// turned on), hands the field to [`HANDOVER_MANAGER`] with its live value.
+pub async fn release_replicas(
+    bundle: &AppBundle,
+    deployment: &Child,
+    metrics: &Metrics,
+) -> Result<()> {
+    if bundle.spec.autoscaling.is_none() {
+        return Ok(());
+    }
+    let Found::Ours(live) = &deployment.found else {
+        return Ok(());
+    };
+    if !kubundle_owns_replicas(live) {
+        return Ok(());
+    }
+    let Some(replicas) = live
+        .data
+        .get("spec")
+        .and_then(|s| s.get("replicas"))
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let name = live.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    metrics.write("Deployment", "apply");
+    deployment
+        .api
+        .patch(
+            &name,
+            &PatchParams::apply(HANDOVER_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    info!(child = name, %replicas, "spec.replicas handed over to the autoscaler");
+    Ok(())
+}

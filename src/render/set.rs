@@ -1,0 +1,102 @@
+//! The set of children an AppBundle needs: every kind kubundle can make, and which of them a
+//! given spec asks for. The reconciler treats them all alike (read, apply, prune, watch); adding
+//! a kind is a variant here, its render function and its readiness rule in the status.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ApiResource, DynamicObject};
+use serde::Serialize;
+
+use super::{RenderError, autoscaler, deployment, disruption_budget, service};
+use crate::api::AppBundle;
+
+/// A kind of child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChildKind {
+    Deployment,
+    Service,
+    HorizontalPodAutoscaler,
+    PodDisruptionBudget,
+}
+
+impl ChildKind {
+    /// Every kind, in the order children are reported.
+    pub const ALL: [ChildKind; 4] = [
+        ChildKind::Deployment,
+        ChildKind::Service,
+        ChildKind::HorizontalPodAutoscaler,
+        ChildKind::PodDisruptionBudget,
+    ];
+
+    /// The Kubernetes kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildKind::Deployment => "Deployment",
+            ChildKind::Service => "Service",
+            ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+        }
+    }
+
+    /// The resource's plural name (metrics and health name the watches by it).
+    pub fn plural(self) -> &'static str {
+        match self {
+            ChildKind::Deployment => "deployments",
+            ChildKind::Service => "services",
+            ChildKind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            ChildKind::PodDisruptionBudget => "poddisruptionbudgets",
+        }
+    }
+
+    /// Group, version and plural, for requests.
+    pub fn api_resource(self) -> ApiResource {
+        match self {
+            ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            ChildKind::Service => ApiResource::erase::<Service>(&()),
+            ChildKind::HorizontalPodAutoscaler => {
+                ApiResource::erase::<HorizontalPodAutoscaler>(&())
+            }
+            ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+        }
+    }
+
+    /// Whether an AppBundle has this child only when its spec asks for it. Only such children
+    /// are ever deleted by kubundle (when the spec stops asking); the others are removed by the
+    /// garbage collector with the AppBundle.
+    pub fn optional(self) -> bool {
+        !matches!(self, ChildKind::Deployment | ChildKind::Service)
+    }
+}
+
+/// One rendered child.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub kind: ChildKind,
+    pub object: DynamicObject,
+}
+
+fn erase<K: Serialize>(kind: ChildKind, object: &K) -> Result<Rendered, RenderError> {
+    let value = serde_json::to_value(object)
+        .map_err(|e| RenderError::Encode(kind.name(), e.to_string()))?;
+    let object = serde_json::from_value(value)
+        .map_err(|e| RenderError::Encode(kind.name(), e.to_string()))?;
+    Ok(Rendered { kind, object })
+}
+
+/// The children `bundle` needs, in [`ChildKind::ALL`] order: a Deployment and a Service always,
+/// the others when the spec asks for them.
+pub fn children(bundle: &AppBundle) -> Result<Vec<Rendered>, RenderError> {
+    let mut out = vec![
+        erase(ChildKind::Deployment, &deployment(bundle)?)?,
+        erase(ChildKind::Service, &service(bundle)?)?,
+    ];
+    if let Some(hpa) = autoscaler(bundle)? {
+        out.push(erase(ChildKind::HorizontalPodAutoscaler, &hpa)?);
+    }
+    if let Some(pdb) = disruption_budget(bundle)? {
+        out.push(erase(ChildKind::PodDisruptionBudget, &pdb)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,474 @@
+//! The optional children of a tier, end to end on the local cluster with the operator tests/run.sh
+//! started: a PodDisruptionBudget (`spec.disruptionBudget`) and a HorizontalPodAutoscaler
+//! (`spec.autoscaling`). Each is created, updated, repaired after drift, deleted when its section
+//! goes, collected with the AppBundle, and never takes over an object it does not own; the
+//! autoscaler takes the replicas over from kubundle without a dip and without a fight.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::DeleteParams;
+use kube::{Api, Client, ResourceExt};
+use kubundle::api::AppBundle;
+use kubundle::reconcile::handover::HANDOVER_MANAGER;
+
+use support::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn bundles(client: &Client, ns: &str) -> Api<AppBundle> {
+    Api::namespaced(client.clone(), ns)
+}
+
+fn bundle_yaml(name: &str, replicas: i32, extra: &str) -> String {
+    format!(
+        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {name}}}\n\
+         spec:\n  image: nginx:1.27\n  replicas: {replicas}\n  ports: [{{containerPort: 80}}]\n\
+         {extra}"
+    )
+}
+
+/// The managers that own `spec.replicas` of a Deployment, with each entry's time.
+fn replicas_owners(d: &Deployment) -> Vec<(String, String)> {
+    d.managed_fields()
+        .iter()
+        .filter(|e| {
+            e.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .is_some_and(|s| s.get("f:replicas").is_some())
+        })
+        .map(|e| {
+            (
+                e.manager.clone().unwrap_or_default(),
+                e.operation.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the object `name` is gone or being deleted.
+async fn deleted<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(timeout, &format!("{name} deleted"), || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            Some(o) if o.meta().deletion_timestamp.is_none() => Err("still there".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await
+}
+
+/// kubundle's own managed-fields entry (its last apply): its time and the fields it holds.
+fn kubundle_entry(obj: &impl ResourceExt) -> Option<String> {
+    obj.managed_fields()
+        .iter()
+        .find(|e| {
+            e.manager.as_deref() == Some("kubundle") && e.operation.as_deref() == Some("Apply")
+        })
+        .map(|e| serde_json::to_string(&e).unwrap())
+}
+
+/// A disruption budget: created, updated, repaired, deleted with its section, collected with the
+/// AppBundle; an unowned budget of the same name is never touched.
+#[tokio::test]
+async fn a_disruption_budget_follows_its_section() {
+    let client = client().await;
+    let ns = create_namespace(&client, "pdb").await;
+    let api = bundles(&client, &ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    apply_yaml(
+        &ns,
+        &bundle_yaml("web", 3, "  disruptionBudget: {minAvailable: 2}\n"),
+    );
+    wait_bundle(&api, "web", MINUTE, "Ready", is_ready).await;
+    let pdb = pdbs.get("web").await.unwrap();
+    let spec = pdb.spec.clone().unwrap();
+    assert_eq!(serde_json::to_value(&spec.min_available).unwrap(), 2);
+    assert_eq!(
+        spec.selector.unwrap().match_labels.unwrap()["app.kubernetes.io/instance"],
+        "web"
+    );
+    assert!(
+        pdb.owner_references()
+            .iter()
+            .any(|o| o.kind == "AppBundle" && o.controller == Some(true))
+    );
+
+    // Updated with the spec.
+    apply_yaml(
+        &ns,
+        &bundle_yaml("web", 3, "  disruptionBudget: {maxUnavailable: 50%}\n"),
+    );
+    eventually(MINUTE, "maxUnavailable 50%", || async {
+        let spec = pdbs
+            .get("web")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap();
+        match (spec.min_available, spec.max_unavailable) {
+            (None, Some(m)) if serde_json::to_value(&m).unwrap() == "50%" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Drift is undone.
+    run_ok(kubectl(&[
+        "patch",
+        "pdb",
+        "web",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxUnavailable":3}}"#,
+    ]));
+    eventually(Duration::from_secs(15), "the drift undone", || async {
+        let spec = pdbs
+            .get("web")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap();
+        let m = serde_json::to_value(&spec.max_unavailable).unwrap();
+        if m == "50%" {
+            Ok(())
+        } else {
+            Err(m.to_string())
+        }
+    })
+    .await;
+
+    // Deleted when the section goes, with an Event saying so.
+    apply_yaml(&ns, &bundle_yaml("web", 3, ""));
+    deleted(&pdbs, "web", Duration::from_secs(15)).await;
+    let events = run_ok(kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].note}",
+    ]));
+    assert!(
+        events.contains("deleted PodDisruptionBudget web"),
+        "{events}"
+    );
+
+    // A budget kubundle did not make is never taken over, nor deleted when the section goes.
+    run_ok(kubectl(&[
+        "create",
+        "pdb",
+        "other",
+        "-n",
+        &ns,
+        "--selector=app=x",
+        "--min-available=1",
+    ]));
+    apply_yaml(
+        &ns,
+        &bundle_yaml("other", 2, "  disruptionBudget: {maxUnavailable: 1}\n"),
+    );
+    wait_bundle(&api, "other", MINUTE, "Stalled NameConflict", |b| {
+        condition_of(b, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "NameConflict")
+    })
+    .await;
+    apply_yaml(&ns, &bundle_yaml("other", 2, ""));
+    wait_bundle(&api, "other", MINUTE, "Ready without the section", is_ready).await;
+    let foreign = pdbs.get("other").await.unwrap();
+    assert!(
+        kubundle_entry(&foreign).is_none(),
+        "kubundle wrote the foreign budget"
+    );
+    assert!(foreign.metadata.deletion_timestamp.is_none());
+
+    // Collected with the AppBundle.
+    apply_yaml(
+        &ns,
+        &bundle_yaml("gone", 2, "  disruptionBudget: {maxUnavailable: 1}\n"),
+    );
+    eventually(MINUTE, "the budget of gone", || async {
+        pdbs.get_opt("gone")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("missing".to_string())
+    })
+    .await;
+    api.delete("gone", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    deleted(&pdbs, "gone", MINUTE).await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// Budgets that would block every eviction (and so every node drain and GKE upgrade) are refused
+/// at apply time with a message naming the field.
+#[tokio::test]
+async fn budgets_that_block_every_eviction_are_refused() {
+    let client = client().await;
+    let ns = create_namespace(&client, "pdb-refused").await;
+    for (replicas, budget, says) in [
+        (
+            2,
+            "{minAvailable: 2}",
+            "minAvailable must leave at least one pod",
+        ),
+        (
+            1,
+            "{minAvailable: 50%}",
+            "minAvailable must leave at least one pod",
+        ),
+        (3, "{minAvailable: 100%}", "100% would block every eviction"),
+        (3, "{maxUnavailable: 0}", "0 would block every eviction"),
+        (3, "{maxUnavailable: 0%}", "0 would block every eviction"),
+        (
+            3,
+            "{minAvailable: 1, maxUnavailable: 1}",
+            "exactly one of minAvailable and maxUnavailable",
+        ),
+        (
+            3,
+            "{maxUnavailable: 150%}",
+            "spec.disruptionBudget.maxUnavailable",
+        ),
+    ] {
+        let yaml = bundle_yaml("web", replicas, &format!("  disruptionBudget: {budget}\n"));
+        let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "admitted: replicas {replicas}, {budget}"
+        );
+        assert!(
+            stderr.contains(says),
+            "replicas {replicas}, {budget}: {stderr}"
+        );
+    }
+    // With autoscaling, the fewest pods is minReplicas.
+    let yaml = bundle_yaml(
+        "web",
+        1,
+        "  autoscaling: {minReplicas: 3, maxReplicas: 6}\n  disruptionBudget: {minAvailable: 2}\n",
+    );
+    let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// Autoscaling: the HorizontalPodAutoscaler is created for the Deployment; turning it on hands the
+/// replicas over without a dip; the autoscaler scaling the Deployment meets no kubundle write and
+/// changes nothing in the AppBundle (no GitOps drift); `kubectl scale` says why it cannot; the
+/// status shows the autoscaler's counts; removing the section deletes the autoscaler and gives the
+/// replicas back to spec.replicas.
+#[tokio::test]
+async fn the_autoscaler_takes_the_replicas_over_without_a_fight() {
+    let client = client().await;
+    let ns = create_namespace(&client, "hpa").await;
+    let api = bundles(&client, &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    let resources = "  resources: {requests: {cpu: 100m, memory: 64Mi}}\n";
+    apply_yaml(&ns, &bundle_yaml("web", 3, resources));
+    wait_bundle(&api, "web", MINUTE, "Ready with 3", is_ready).await;
+
+    // Turn autoscaling on (2 to 5): the Deployment must keep its 3 pods all along.
+    let autoscaled = format!(
+        "{resources}  autoscaling: {{minReplicas: 2, maxReplicas: 5, targetCPUUtilizationPercentage: 70}}\n"
+    );
+    let watch_from = Instant::now();
+    apply_yaml(&ns, &bundle_yaml("web", 3, &autoscaled));
+    let hpa = eventually(MINUTE, "the autoscaler", || async {
+        hpas.get_opt("web")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("missing".to_string())
+    })
+    .await;
+    let spec = hpa.spec.unwrap();
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 5));
+    assert_eq!(spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(spec.scale_target_ref.name, "web");
+    let metric = spec.metrics.unwrap().remove(0).resource.unwrap();
+    assert_eq!(
+        (metric.name.as_str(), metric.target.average_utilization),
+        ("cpu", Some(70))
+    );
+    let mut lowest = i32::MAX;
+    while watch_from.elapsed() < Duration::from_secs(8) {
+        let d = deployments.get("web").await.unwrap();
+        lowest = lowest.min(d.spec.unwrap().replicas.unwrap_or(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        lowest, 3,
+        "the Deployment dipped while the autoscaler took over"
+    );
+    let d = deployments.get("web").await.unwrap();
+    let owners = replicas_owners(&d);
+    assert!(
+        !owners.iter().any(|(m, _)| m == "kubundle"),
+        "kubundle still owns spec.replicas: {owners:?}"
+    );
+    assert!(
+        owners.iter().any(|(m, _)| m == HANDOVER_MANAGER),
+        "{owners:?}"
+    );
+
+    // The autoscaler (played by a scale of the Deployment, as the HPA controller does it)
+    // changes the replicas: no kubundle write, no change to the AppBundle.
+    let generation = api.get("web").await.unwrap().metadata.generation;
+    let before = kubundle_entry(&deployments.get("web").await.unwrap());
+    run_ok(kubectl(&[
+        "scale",
+        "deployment",
+        "web",
+        "-n",
+        &ns,
+        "--replicas=4",
+    ]));
+    wait_bundle(&api, "web", MINUTE, "Ready with 4 pods", |b| {
+        is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(4)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.spec.as_ref().unwrap().replicas,
+        Some(4),
+        "kubundle fought the scale"
+    );
+    assert_eq!(kubundle_entry(&d), before, "kubundle wrote the Deployment");
+    let b = api.get("web").await.unwrap();
+    assert_eq!(
+        b.metadata.generation, generation,
+        "the AppBundle's spec changed (GitOps drift)"
+    );
+    let autoscaling = b.status.unwrap().autoscaling.expect("status.autoscaling");
+    assert!(autoscaling.desired_replicas.is_some(), "{autoscaling:?}");
+
+    // kubectl scale on the AppBundle says why it cannot.
+    let out = run(kubectl(&[
+        "scale",
+        "appbundle",
+        "web",
+        "-n",
+        &ns,
+        "--replicas=7",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cannot change while spec.autoscaling is set"),
+        "{stderr}"
+    );
+
+    // Drift of the autoscaler is undone.
+    run_ok(kubectl(&[
+        "patch",
+        "hpa",
+        "web",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxReplicas":9}}"#,
+    ]));
+    eventually(Duration::from_secs(15), "maxReplicas back to 5", || async {
+        let max = hpas
+            .get("web")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap()
+            .max_replicas;
+        if max == 5 {
+            Ok(())
+        } else {
+            Err(max.to_string())
+        }
+    })
+    .await;
+
+    // Autoscaling off: the autoscaler is deleted and spec.replicas rules again.
+    apply_yaml(&ns, &bundle_yaml("web", 3, resources));
+    deleted(&hpas, "web", Duration::from_secs(15)).await;
+    wait_bundle(&api, "web", MINUTE, "Ready with 3 again", |b| {
+        is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
+    })
+    .await;
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    assert!(replicas_owners(&d).iter().any(|(m, _)| m == "kubundle"));
+    delete_namespace(&client, &ns).await;
+}
+
+/// An AppBundle created with autoscaling starts at the autoscaler's minimum, and an unowned
+/// autoscaler of its name is never taken over.
+#[tokio::test]
+async fn an_autoscaled_bundle_starts_at_the_minimum_and_takes_over_nothing() {
+    let client = client().await;
+    let ns = create_namespace(&client, "hpa-new").await;
+    let api = bundles(&client, &ns);
+    apply_yaml(
+        &ns,
+        &bundle_yaml(
+            "web",
+            1,
+            "  autoscaling: {minReplicas: 2, maxReplicas: 4}\n",
+        ),
+    );
+    // The autoscaler controller enforces the minimum even without metrics.
+    wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(90),
+        "Ready with 2 pods",
+        |b| is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(2),
+    )
+    .await;
+
+    run_ok(kubectl(&[
+        "create",
+        "deployment",
+        "theirs",
+        "-n",
+        &ns,
+        "--image=nginx:1.27",
+    ]));
+    run_ok(kubectl(&[
+        "autoscale",
+        "deployment",
+        "theirs",
+        "-n",
+        &ns,
+        "--min=1",
+        "--max=2",
+        "--name=other",
+    ]));
+    apply_yaml(
+        &ns,
+        &bundle_yaml("other", 1, "  autoscaling: {maxReplicas: 3}\n"),
+    );
+    wait_bundle(&api, "other", MINUTE, "Stalled NameConflict", |b| {
+        condition_of(b, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "NameConflict")
+    })
+    .await;
+    let theirs: HorizontalPodAutoscaler = Api::namespaced(client.clone(), &ns)
+        .get("other")
+        .await
+        .unwrap();
+    assert!(kubundle_entry(&theirs).is_none());
+    assert_eq!(theirs.spec.unwrap().scale_target_ref.name, "theirs");
+    delete_namespace(&client, &ns).await;
+}
