@@ -112,7 +112,17 @@ async fn main() -> ExitCode {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         cluster_domain: args.cluster_domain.clone(),
+        gateway_api: kubundle::reconcile::gateway_api_served(&client).await,
     };
+    info!(
+        gateway_api = settings.gateway_api,
+        "HTTPRoutes (spec.http.gateway) {}",
+        if settings.gateway_api {
+            "are served here"
+        } else {
+            "are not served here: the Gateway API CRDs are not installed"
+        }
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         events,

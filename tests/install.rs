@@ -309,6 +309,15 @@ mod install {
             (vec!["watch", "poddisruptionbudgets.policy", "-A"], true),
             (vec!["delete", "poddisruptionbudgets.policy", "-A"], true),
             (vec!["update", "poddisruptionbudgets.policy", "-A"], false),
+            (vec!["delete", "ingresses.networking.k8s.io", "-A"], true),
+            (
+                vec!["patch", "httproutes.gateway.networking.k8s.io", "-A"],
+                true,
+            ),
+            (
+                vec!["patch", "gateways.gateway.networking.k8s.io", "-A"],
+                false,
+            ),
             (vec!["create", "events.events.k8s.io", "-A"], true),
             (vec!["patch", "events.events.k8s.io", "-A"], false),
             (

@@ -648,9 +648,11 @@ async fn sigterm_stops_the_operator_cleanly() {
 }
 
 /// Started against a cluster without the AppBundle CRD, the operator exits at once with an
-/// error that says what to do (a second, small cluster that never had the CRD).
-#[test]
-fn startup_without_the_crd_fails_with_a_clear_error() {
+/// error that says what to do (a second, small cluster that never had the CRD). Then, with the
+/// CRD but without the Gateway API: an AppBundle that asks for an HTTPRoute is Stalled with a
+/// message saying what to do, its neighbours are Ready, and the operator keeps running and ready.
+#[tokio::test]
+async fn startup_without_the_crd_fails_with_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("kubundle-nocrd-{}", std::process::id()));
     let script = repo_root().join("deploy/local/cluster.sh");
     let cluster = |arg: &str| {
@@ -658,7 +660,8 @@ fn startup_without_the_crd_fails_with_a_clear_error() {
         cmd.arg(arg)
             .env("KUBUNDLE_CLUSTER_DIR", &dir)
             .env("KUBUNDLE_NODES", "1")
-            .env("KUBUNDLE_REAL_NODE", "0");
+            .env("KUBUNDLE_REAL_NODE", "0")
+            .env("KUBUNDLE_GATEWAY_API", "0");
         cmd
     };
     // Brings the second cluster down however the test ends, even when `up` itself failed half way.
@@ -671,11 +674,10 @@ fn startup_without_the_crd_fails_with_a_clear_error() {
     }
     let down = Down(cluster, dir.clone());
     run_ok((down.0)("up"));
+    let kubeconfig = dir.join("kubeconfig");
     let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_kubundle"))
         .args(["--listen-address", "127.0.0.1:0", "--log-format", "text"])
-        .env("KUBECONFIG", dir.join("kubeconfig")));
-    run_ok((down.0)("down"));
-    drop(down); // a second `down` finds no state and does nothing
+        .env("KUBECONFIG", &kubeconfig));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -689,6 +691,72 @@ fn startup_without_the_crd_fails_with_a_clear_error() {
         stderr.contains("kubectl apply --server-side -f crds/"),
         "{stderr}"
     );
+
+    // The CRD, but no Gateway API.
+    let second = |args: &[&str]| {
+        let mut cmd = kubectl(args);
+        cmd.env("KUBECONFIG", &kubeconfig).current_dir(repo_root());
+        cmd
+    };
+    run_ok(second(&["apply", "--server-side", "-f", "crds/"]));
+    run_ok(second(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/appbundles.kubundle.dev",
+        "--timeout=60s",
+    ]));
+    let operator = Operator::start(&[], &[], &kubeconfig).await;
+    let routed = simple_bundle(
+        "routed",
+        "  http: {hostnames: [shop.example.com], gateway: {name: gw}}\n",
+    );
+    for yaml in [routed, simple_bundle("plain", "")] {
+        let mut child = second(&["apply", "-n", "default", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let condition = |name: &str, type_: &str| {
+        run_ok(second(&[
+            "get",
+            "appbundle",
+            name,
+            "-n",
+            "default",
+            "-o",
+            &format!(
+                "jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}} {{.status.conditions[?(@.type==\"{type_}\")].reason}} {{.status.conditions[?(@.type==\"{type_}\")].message}}"
+            ),
+        ]))
+    };
+    eventually(SECONDS_30, "routed Stalled, plain Ready", || async {
+        let (stalled, ready) = (condition("routed", "Stalled"), condition("plain", "Ready"));
+        if stalled.starts_with("True APINotInstalled") && ready.starts_with("True") {
+            Ok(stalled)
+        } else {
+            Err(format!("routed: {stalled}; plain: {ready}"))
+        }
+    })
+    .await;
+    let stalled = condition("routed", "Stalled");
+    assert!(
+        stalled.contains("install the Gateway API CRDs"),
+        "{stalled}"
+    );
+    assert!(stalled.contains("spec.http.ingress"), "{stalled}");
+    let (code, body) = http_get(&format!("{}/readyz", operator.url)).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    drop(operator);
+    run_ok((down.0)("down"));
+    drop(down); // a second `down` finds no state and does nothing
 }
 
 /// Runs the Argo CD health check (deploy/gitops/argocd/health.lua) on an object, in Lua 5.1 (Argo

@@ -472,3 +472,181 @@ async fn an_autoscaled_bundle_starts_at_the_minimum_and_takes_over_nothing() {
     assert_eq!(theirs.spec.unwrap().scale_target_ref.name, "theirs");
     delete_namespace(&client, &ns).await;
 }
+
+/// Writes an HTTPRoute's status as a Gateway controller does: its Accepted condition for `gw`.
+fn gateway_reports(ns: &str, accepted: bool, reason: &str, message: &str) {
+    let status = serde_json::json!({"status": {"parents": [{
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+        "controllerName": "example.com/gateway-controller",
+        "conditions": [{
+            "type": "Accepted",
+            "status": if accepted { "True" } else { "False" },
+            "reason": reason,
+            "message": message,
+            "observedGeneration": 1,
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }],
+    }]}});
+    run_ok(kubectl(&[
+        "patch",
+        "httproute",
+        "web",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        &format!("-p={status}"),
+    ]));
+}
+
+/// HTTP routing: an HTTPRoute attached to the named Gateway waits for the Gateway's verdict, shows
+/// a rejection in the Gateway's words and the URL once accepted, and is repaired after drift;
+/// switching to an Ingress deletes the route and makes the Ingress, which waits for its address;
+/// removing the section deletes the Ingress.
+#[tokio::test]
+async fn http_routes_and_ingresses_follow_their_section() {
+    let client = client().await;
+    let ns = create_namespace(&client, "http").await;
+    let api = bundles(&client, &ns);
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kubundle::render::ChildKind::HttpRoute.api_resource(),
+    );
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), &ns);
+    let gateway = "  http: {hostnames: [shop.example.com], path: /shop, gateway: {name: gw}}\n";
+    apply_yaml(&ns, &bundle_yaml("web", 2, gateway));
+    wait_bundle(&api, "web", MINUTE, "waiting for the Gateway", |b| {
+        condition_of(b, "Ready").is_some_and(|c| c.0 == "False" && c.1 == "WaitingForRoute")
+    })
+    .await;
+    let route = routes.get("web").await.unwrap();
+    assert_eq!(route.data["spec"]["parentRefs"][0]["name"], "gw");
+    assert_eq!(route.data["spec"]["hostnames"][0], "shop.example.com");
+    let rule = &route.data["spec"]["rules"][0];
+    assert_eq!(rule["matches"][0]["path"]["value"], "/shop");
+    assert_eq!(rule["backendRefs"][0]["name"], "web");
+    assert_eq!(rule["backendRefs"][0]["port"], 80);
+
+    gateway_reports(
+        &ns,
+        false,
+        "NotAllowedByListeners",
+        "no listener allows routes from this namespace",
+    );
+    let b = wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(15),
+        "RouteNotAccepted",
+        |b| condition_of(b, "Ready").is_some_and(|c| c.1 == "RouteNotAccepted"),
+    )
+    .await;
+    let (_, _, message) = condition_of(&b, "Ready").unwrap();
+    assert!(
+        message.contains("NotAllowedByListeners: no listener allows routes from this namespace"),
+        "{message}"
+    );
+    assert_eq!(
+        condition_of(&b, "Stalled").unwrap().0,
+        "False",
+        "the Gateway may change its mind"
+    );
+
+    gateway_reports(&ns, true, "Accepted", "");
+    let b = wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(15),
+        "Ready once accepted",
+        is_ready,
+    )
+    .await;
+    let external = b.status.unwrap().address.unwrap().external;
+    assert!(
+        external.contains(&"http://shop.example.com/shop".to_string()),
+        "{external:?}"
+    );
+
+    run_ok(kubectl(&[
+        "patch",
+        "httproute",
+        "web",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hostnames":["evil.example.com"]}}"#,
+    ]));
+    eventually(Duration::from_secs(15), "the route repaired", || async {
+        let r = routes.get("web").await.map_err(|e| e.to_string())?;
+        if r.data["spec"]["hostnames"][0] == "shop.example.com" {
+            Ok(())
+        } else {
+            Err(r.data["spec"].to_string())
+        }
+    })
+    .await;
+
+    // From the Gateway to an Ingress.
+    let ingress = "  http: {hostnames: [shop.example.com], path: /shop, ingress: {className: nginx, tlsSecretName: shop-tls}}\n";
+    apply_yaml(&ns, &bundle_yaml("web", 2, ingress));
+    deleted(&routes, "web", Duration::from_secs(15)).await;
+    wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(15),
+        "waiting for the Ingress address",
+        |b| condition_of(b, "Ready").is_some_and(|c| c.1 == "WaitingForIngressAddress"),
+    )
+    .await;
+    let spec = ingresses.get("web").await.unwrap().spec.unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    let rule = &spec.rules.unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("shop.example.com"));
+    let path = &rule.http.as_ref().unwrap().paths[0];
+    assert_eq!(
+        (path.path.as_deref(), path.path_type.as_str()),
+        (Some("/shop"), "Prefix")
+    );
+    assert_eq!(
+        spec.tls.unwrap()[0].secret_name.as_deref(),
+        Some("shop-tls")
+    );
+    run_ok(kubectl(&[
+        "patch",
+        "ingress",
+        "web",
+        "-n",
+        &ns,
+        "--subresource=status",
+        "--type=merge",
+        r#"-p={"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}"#,
+    ]));
+    let b = wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(15),
+        "Ready with an address",
+        is_ready,
+    )
+    .await;
+    let external = b.status.unwrap().address.unwrap().external;
+    assert!(
+        external.contains(&"https://shop.example.com/shop".to_string()),
+        "{external:?}"
+    );
+
+    apply_yaml(&ns, &bundle_yaml("web", 2, ""));
+    deleted(&ingresses, "web", Duration::from_secs(15)).await;
+    wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(15),
+        "Ready without routing",
+        is_ready,
+    )
+    .await;
+    delete_namespace(&client, &ns).await;
+}

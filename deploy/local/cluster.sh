@@ -34,6 +34,7 @@
 #   KUBUNDLE_NODES         number of kwok nodes (default 8)
 #   KUBUNDLE_NODE_PODS     pods each node accepts (default 1500; 8 x 1500 = 12,000 pods)
 #   KUBUNDLE_PROFILING     1: kube-apiserver serves /debug/pprof (for profiling the benchmark)
+#   KUBUNDLE_GATEWAY_API   1 (default): install the Gateway API's standard CRDs; 0: leave them out
 #   KUBUNDLE_REAL_NODE     auto (default): a real node where the machine allows it (root, cgroups,
 #                          iptables, no other real node on the machine); 0: kwok nodes only;
 #                          1: fail when a real node is not possible
@@ -322,6 +323,20 @@ EOF
 
 # ---------------------------------------------------------------- commands
 
+# The Gateway API's standard CRDs (HTTPRoute, Gateway, GatewayClass, ReferenceGrant, GRPCRoute),
+# from its Go module at GATEWAY_API_VERSION: the module proxy is the download site here.
+install_gateway_api() {
+  [ "${KUBUNDLE_GATEWAY_API:-1}" = 0 ] && return 0
+  local dir f
+  dir=$(cd "$cache" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir/config/crd/standard" ] || die "cannot download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION from the Go module proxy"
+  for f in gatewayclasses gateways httproutes referencegrants grpcroutes; do
+    kubectl apply --server-side -f "$dir/config/crd/standard/gateway.networking.k8s.io_$f.yaml" >/dev/null
+  done
+  wait_for 60 "the Gateway API CRDs" kubectl wait --for=condition=Established crd/httproutes.gateway.networking.k8s.io --timeout=5s
+}
+
 cluster_healthy() {
   local comp
   load_components
@@ -560,6 +575,7 @@ EOF
   node_manifests | kubectl apply -f - >/dev/null
   wait_for 120 "$nodes kwok nodes to be Ready" nodes_ready
   wait_for 120 "the default ServiceAccount in namespace default" kubectl get serviceaccount default -n default
+  install_gateway_api
 
   local real=""
   if [ "$real_node" = 1 ]; then

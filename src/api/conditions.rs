@@ -45,6 +45,15 @@ pub mod reason {
     pub const POD_CREATION_FAILED: &str = "PodCreationFailed";
     /// The spec cannot be rendered (a case the schema could not catch).
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The spec asks for a kind of child whose API this cluster does not serve (an HTTPRoute
+    /// without the Gateway API CRDs).
+    pub const API_MISSING: &str = "APINotInstalled";
+    /// The HTTPRoute's Gateway has not accepted it (yet): the Gateway's own reason and message.
+    pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+    /// Waiting for the Gateway to report on the HTTPRoute.
+    pub const WAITING_FOR_ROUTE: &str = "WaitingForRoute";
+    /// Waiting for the ingress controller to give the Ingress an address.
+    pub const WAITING_FOR_INGRESS: &str = "WaitingForIngressAddress";
     /// Nothing is in progress or stalled.
     pub const DONE: &str = "Done";
     /// A transient error; kubundle retries with backoff.

@@ -17,8 +17,10 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 mod conditions;
+mod http;
 mod scaling;
 pub use conditions::*;
+pub use http::{GatewayRef, HttpSpec, IngressSpec};
 pub use scaling::{AutoscalingSpec, DisruptionBudgetSpec};
 
 /// The API group of kubundle's resources.
@@ -60,6 +62,8 @@ pub const GROUP: &str = "kubundle.dev";
         .message("spec.ports must list at least one port: the Service exposes them (only a Headless service may have none)"),
     validation = Rule::new("self.ports.all(p, !has(p.nodePort)) || (has(self.service) && has(self.service.type) && self.service.type in ['NodePort', 'LoadBalancer'])")
         .message("spec.ports[].nodePort is only allowed when spec.service.type is NodePort or LoadBalancer"),
+    validation = Rule::new("!has(self.http) || self.ports.size() > 0")
+        .message("spec.http routes to the Service's first port: spec.ports must list one"),
     validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas")
         .message("spec.replicas cannot change while spec.autoscaling is set: the autoscaler sets the number of pods. Change spec.autoscaling.minReplicas or maxReplicas instead (kubectl scale cannot scale an autoscaled AppBundle), or remove spec.autoscaling"),
     validation = Rule::new("!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) == 0 || (type(self.disruptionBudget.minAvailable) == int ? self.disruptionBudget.minAvailable < (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) : int(string(self.disruptionBudget.minAvailable).replace('%', '')) * (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) <= 100 * ((has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) - 1))")
@@ -158,6 +162,10 @@ pub struct AppBundleSpec {
     /// of the AppBundle's name over its pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption_budget: Option<DisruptionBudgetSpec>,
+
+    /// Expose the Service over HTTP: a Gateway API HTTPRoute attached to a Gateway, or an Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
 }
 
 fn default_replicas() -> i32 {

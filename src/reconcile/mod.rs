@@ -61,6 +61,24 @@ pub struct Settings {
     pub concurrency: u16,
     /// The cluster's DNS domain, for `status.address.url`.
     pub cluster_domain: String,
+    /// The cluster serves the Gateway API's HTTPRoute (found at startup, see [`gateway_api_served`]).
+    pub gateway_api: bool,
+}
+
+/// Whether the cluster serves gateway.networking.k8s.io/v1 HTTPRoutes. Checked once at startup:
+/// HTTPRoutes are watched only where they exist (a watch of a missing resource would fail
+/// forever and keep /readyz false), so installing the Gateway API later needs a restart of kubundle.
+pub async fn gateway_api_served(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1")
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "httproutes"),
+        Err(e) => {
+            debug!(error = %e, "no Gateway API in this cluster");
+            false
+        }
+    }
 }
 
 /// What every reconcile shares.
@@ -207,7 +225,12 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         .owns_stream_with(services, ());
     // The optional children: watched as metadata too, and cached, for pruning.
     let mut caches = HashMap::new();
-    for kind in ChildKind::ALL.into_iter().filter(|k| k.optional()) {
+    let served = |k: &ChildKind| *k != ChildKind::HttpRoute || ctx.settings.gateway_api;
+    for kind in ChildKind::ALL
+        .into_iter()
+        .filter(|k| k.optional())
+        .filter(served)
+    {
         let ar = kind.api_resource();
         let api: Api<PartialObjectMeta<DynamicObject>> = match ns.as_deref() {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
@@ -64,6 +65,15 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             return report_blocked(ctx, &status_api, &bundle, blocker, &reference, &now).await;
         }
     };
+    if !ctx.settings.gateway_api && rendered.iter().any(|r| r.kind == ChildKind::HttpRoute) {
+        let blocker = Blocker::ApiMissing {
+            message: "spec.http.gateway asks for an HTTPRoute, but this cluster does not serve the Gateway API \
+                      (gateway.networking.k8s.io/v1 HTTPRoute) to kubundle: install the Gateway API CRDs (on GKE, \
+                      enable the Gateway API on the cluster) and restart kubundle, or use spec.http.ingress"
+                .into(),
+        };
+        return report_blocked(ctx, &status_api, &bundle, blocker, &reference, &now).await;
+    }
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
     let name = bundle.name_any();
     // Children the spec no longer asks for, from the watch caches (no request).
@@ -163,6 +173,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     let service: Option<Service> = live(ChildKind::Service).and_then(Child::live_as);
     let autoscaler: Option<HorizontalPodAutoscaler> =
         live(ChildKind::HorizontalPodAutoscaler).and_then(Child::live_as);
+    let ingress: Option<Ingress> = live(ChildKind::Ingress).and_then(Child::live_as);
+    let route = live(ChildKind::HttpRoute).and_then(Child::live);
     // A rollout that stopped making progress: its newest pods say why (read only then, so healthy
     // rollouts and steady state cost no pod reads).
     let progress = pods::progress(
@@ -178,6 +190,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         deployment: deployment.as_ref(),
         service: service.as_ref(),
         autoscaler: autoscaler.as_ref(),
+        route,
+        ingress: ingress.as_ref(),
         pods: problem.as_ref(),
     };
     let status = status::compute(

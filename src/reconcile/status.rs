@@ -6,7 +6,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::DynamicObject;
 
 use super::pods::PodProblem;
 use crate::api::{
@@ -34,6 +36,8 @@ pub enum Blocker {
     },
     /// The spec cannot be turned into children.
     InvalidSpec { message: String },
+    /// The spec asks for a kind of child the cluster does not serve.
+    ApiMissing { message: String },
     /// An object of a child's name is being deleted: kubundle waits for it to go (it fixes
     /// itself, so this is not Stalled).
     Terminating { kind: &'static str, name: String },
@@ -49,6 +53,10 @@ pub struct Observed<'a> {
     pub service: Option<&'a Service>,
     /// The HorizontalPodAutoscaler, with `spec.autoscaling`.
     pub autoscaler: Option<&'a HorizontalPodAutoscaler>,
+    /// The HTTPRoute, with `spec.http.gateway`.
+    pub route: Option<&'a DynamicObject>,
+    /// The Ingress, with `spec.http.ingress`.
+    pub ingress: Option<&'a Ingress>,
     /// Why the newest pods do not become ready, when the rollout stopped making progress and
     /// kubundle read them ([`super::pods`]).
     pub pods: Option<&'a PodProblem>,
@@ -265,6 +273,7 @@ pub fn compute(
                 format!("the API server refused to apply the {kind}: {message}"),
             ),
             Blocker::InvalidSpec { message } => (reason::INVALID_SPEC, message.clone()),
+            Blocker::ApiMissing { message } => (reason::API_MISSING, message.clone()),
             Blocker::Terminating { kind, name } => {
                 let msg = format!(
                     "waiting for the {kind} {name} to finish terminating before re-creating it"
@@ -424,11 +433,21 @@ pub fn compute(
             Rollout::Complete => {
                 status.image = Some(bundle.spec.image.clone());
                 let external = external_addresses(svc);
+                let routing = http::readiness(bundle, observed.route, observed.ingress);
+                if let (Some(Ok(Some(url))), Some(address)) = (&routing, status.address.as_mut()) {
+                    address.external.push(url.clone());
+                }
                 if service_type(bundle) == "LoadBalancer" && external.is_empty() {
                     let msg = "all pods are available; waiting for the load balancer to get an external address".to_string();
                     (
                         (FALSE, reason::WAITING_FOR_ADDRESS, msg.clone()),
                         (TRUE, reason::WAITING_FOR_ADDRESS, msg),
+                        (FALSE, reason::DONE, String::new()),
+                    )
+                } else if let Some(Err((why, msg))) = routing {
+                    (
+                        (FALSE, why, msg.clone()),
+                        (TRUE, why, msg),
                         (FALSE, reason::DONE, String::new()),
                     )
                 } else {
@@ -459,6 +478,8 @@ pub fn compute(
     set(&mut status, STALLED, stalled.0, stalled.1, stalled.2);
     status
 }
+
+mod http;
 
 #[cfg(test)]
 mod tests;

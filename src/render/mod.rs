@@ -38,8 +38,10 @@ pub enum RenderError {
     Encode(&'static str, String),
 }
 
+mod http;
 mod scaling;
 mod set;
+pub use http::{http_route, ingress};
 pub use scaling::{DEFAULT_CPU_TARGET, autoscaler, disruption_budget};
 pub use set::{ChildKind, Rendered, children};
 

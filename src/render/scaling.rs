@@ -31,7 +31,7 @@ fn utilization(resource: &str, percent: i32) -> MetricSpec {
 
 /// The metadata of an optional child: the AppBundle's name, its inherited and kubundle's labels,
 /// controlled by the AppBundle.
-fn metadata(
+pub(super) fn metadata(
     bundle: &AppBundle,
     name: &str,
     namespace: String,

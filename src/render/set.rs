@@ -5,11 +5,12 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde::Serialize;
 
-use super::{RenderError, autoscaler, deployment, disruption_budget, service};
+use super::{RenderError, autoscaler, deployment, disruption_budget, http_route, ingress, service};
 use crate::api::AppBundle;
 
 /// A kind of child.
@@ -19,15 +20,20 @@ pub enum ChildKind {
     Service,
     HorizontalPodAutoscaler,
     PodDisruptionBudget,
+    /// gateway.networking.k8s.io/v1 HTTPRoute (a CRD: not every cluster has it).
+    HttpRoute,
+    Ingress,
 }
 
 impl ChildKind {
     /// Every kind, in the order children are reported.
-    pub const ALL: [ChildKind; 4] = [
+    pub const ALL: [ChildKind; 6] = [
         ChildKind::Deployment,
         ChildKind::Service,
         ChildKind::HorizontalPodAutoscaler,
         ChildKind::PodDisruptionBudget,
+        ChildKind::HttpRoute,
+        ChildKind::Ingress,
     ];
 
     /// The Kubernetes kind.
@@ -37,6 +43,8 @@ impl ChildKind {
             ChildKind::Service => "Service",
             ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::HttpRoute => "HTTPRoute",
+            ChildKind::Ingress => "Ingress",
         }
     }
 
@@ -47,6 +55,8 @@ impl ChildKind {
             ChildKind::Service => "services",
             ChildKind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
             ChildKind::PodDisruptionBudget => "poddisruptionbudgets",
+            ChildKind::HttpRoute => "httproutes",
+            ChildKind::Ingress => "ingresses",
         }
     }
 
@@ -59,6 +69,11 @@ impl ChildKind {
                 ApiResource::erase::<HorizontalPodAutoscaler>(&())
             }
             ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+            ChildKind::HttpRoute => ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+                "httproutes",
+            ),
+            ChildKind::Ingress => ApiResource::erase::<Ingress>(&()),
         }
     }
 
@@ -97,6 +112,15 @@ pub fn children(bundle: &AppBundle) -> Result<Vec<Rendered>, RenderError> {
     }
     if let Some(pdb) = disruption_budget(bundle)? {
         out.push(erase(ChildKind::PodDisruptionBudget, &pdb)?);
+    }
+    if let Some(route) = http_route(bundle)? {
+        out.push(Rendered {
+            kind: ChildKind::HttpRoute,
+            object: route,
+        });
+    }
+    if let Some(ing) = ingress(bundle)? {
+        out.push(erase(ChildKind::Ingress, &ing)?);
     }
     Ok(out)
 }

@@ -391,3 +391,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn http_renders_a_route_to_the_gateway_or_an_ingress() {
+    let with_http = |http: serde_json::Value| {
+        let mut s = spec("web:1");
+        s.ports[0].service_port = Some(8080);
+        s.http = Some(serde_json::from_value(http).unwrap());
+        bundle(s)
+    };
+    let b = with_http(
+        serde_json::json!({"hostnames": ["a.example.com"], "path": "/api",
+        "gateway": {"name": "gw", "namespace": "infra", "sectionName": "https"}}),
+    );
+    let route = http_route(&b).unwrap().unwrap();
+    assert!(ingress(&b).unwrap().is_none());
+    let spec = &route.data["spec"];
+    assert_eq!(
+        spec["parentRefs"][0],
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw",
+            "namespace": "infra", "sectionName": "https"})
+    );
+    assert_eq!(spec["hostnames"], serde_json::json!(["a.example.com"]));
+    assert_eq!(spec["rules"][0]["matches"][0]["path"]["value"], "/api");
+    assert_eq!(spec["rules"][0]["backendRefs"][0]["port"], 8080);
+    assert_eq!(route.types.as_ref().unwrap().kind, "HTTPRoute");
+
+    let b = with_http(serde_json::json!({"ingress": {"className": "gce"}}));
+    assert!(http_route(&b).unwrap().is_none());
+    let spec = ingress(&b).unwrap().unwrap().spec.unwrap();
+    let rules = spec.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].host, None, "no host names: every host");
+    let path = &rules[0].http.as_ref().unwrap().paths[0];
+    assert_eq!(path.path.as_deref(), Some("/"));
+    let backend = path.backend.service.as_ref().unwrap();
+    assert_eq!(
+        (backend.name.as_str(), backend.port.as_ref().unwrap().number),
+        ("frontend", Some(8080))
+    );
+    assert_eq!(spec.tls, None);
+
+    let b = with_http(
+        serde_json::json!({"hostnames": ["a.example.com", "b.example.com"],
+        "ingress": {"tlsSecretName": "certs"}}),
+    );
+    let spec = ingress(&b).unwrap().unwrap().spec.unwrap();
+    assert_eq!(spec.rules.unwrap().len(), 2);
+    let tls = &spec.tls.unwrap()[0];
+    assert_eq!(tls.secret_name.as_deref(), Some("certs"));
+    assert_eq!(tls.hosts.as_ref().unwrap().len(), 2);
+}
