@@ -69,6 +69,8 @@ mod isolated {
                     "services",
                     "horizontalpodautoscalers",
                     "poddisruptionbudgets",
+                    "ingresses",
+                    "httproutes",
                     "appbundles",
                     "events",
                 ]
@@ -175,8 +177,54 @@ mod isolated {
             "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: tiered}\nspec:\n  \
              image: nginx:1.27\n  ports: [{containerPort: 80}]\n  \
              resources: {requests: {cpu: 100m}}\n  autoscaling: {minReplicas: 2, maxReplicas: 4}\n  \
-             disruptionBudget: {maxUnavailable: 1}\n",
+             disruptionBudget: {maxUnavailable: 1}\n  http: {hostnames: [a.example.com], ingress: {}}\n",
         );
+        // And one routed through a Gateway (the test plays the ingress and Gateway controllers).
+        apply_yaml(
+            &ns,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: routed}\nspec:\n  \
+             image: nginx:1.27\n  ports: [{containerPort: 80}]\n  http: {gateway: {name: gw}}\n",
+        );
+        eventually(
+            Duration::from_secs(60),
+            "the Ingress and the HTTPRoute",
+            || async {
+                let ingress = run(kubectl(&["get", "ingress", "tiered", "-n", &ns]));
+                let route = run(kubectl(&["get", "httproute", "routed", "-n", &ns]));
+                if ingress.status.success() && route.status.success() {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            },
+        )
+        .await;
+        run_ok(kubectl(&[
+            "patch",
+            "ingress",
+            "tiered",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            r#"-p={"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.8"}]}}}"#,
+        ]));
+        let accepted = serde_json::json!({"status": {"parents": [{
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+            "controllerName": "example.com/gateway-controller",
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                            "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        }]}});
+        run_ok(kubectl(&[
+            "patch",
+            "httproute",
+            "routed",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            &format!("-p={accepted}"),
+        ]));
         run_ok(kubectl(&[
             "wait",
             "-n",

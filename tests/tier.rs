@@ -650,3 +650,185 @@ async fn http_routes_and_ingresses_follow_their_section() {
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+/// Every optional child together: each follows a change of its section, the garbage collector
+/// takes them all with the AppBundle, and an Ingress or HTTPRoute of the AppBundle's name that
+/// kubundle did not make is never taken over.
+#[tokio::test]
+async fn every_optional_child_is_updated_collected_and_never_taken_over() {
+    let client = client().await;
+    let ns = create_namespace(&client, "children").await;
+    let api = bundles(&client, &ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), &ns);
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kubundle::render::ChildKind::HttpRoute.api_resource(),
+    );
+    let sections = |max: i32, unavailable: i32, path: &str, class: &str| {
+        format!(
+            "  autoscaling: {{maxReplicas: {max}}}\n  disruptionBudget: {{maxUnavailable: {unavailable}}}\n  \
+             http: {{hostnames: [a.example.com], path: {path}, ingress: {{className: {class}}}}}\n"
+        )
+    };
+    apply_yaml(&ns, &bundle_yaml("full", 1, &sections(3, 1, "/", "nginx")));
+    apply_yaml(
+        &ns,
+        &bundle_yaml("gw", 1, "  http: {path: /, gateway: {name: gw}}\n"),
+    );
+    eventually(MINUTE, "all four children", || async {
+        let found = (
+            hpas.get_opt("full")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            pdbs.get_opt("full")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            ingresses
+                .get_opt("full")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            routes
+                .get_opt("gw")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+        );
+        if found == (true, true, true, true) {
+            Ok(())
+        } else {
+            Err(format!("{found:?}"))
+        }
+    })
+    .await;
+
+    // Updated with their sections.
+    apply_yaml(&ns, &bundle_yaml("full", 1, &sections(4, 2, "/v2", "gce")));
+    apply_yaml(
+        &ns,
+        &bundle_yaml(
+            "gw",
+            1,
+            "  http: {path: /v2, gateway: {name: gw, sectionName: https}}\n",
+        ),
+    );
+    eventually(MINUTE, "all four updated", || async {
+        let hpa = hpas
+            .get("full")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap();
+        let pdb = pdbs
+            .get("full")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap();
+        let ing = ingresses
+            .get("full")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap();
+        let route = routes.get("gw").await.map_err(|e| e.to_string())?;
+        let path = ing.rules.as_ref().unwrap()[0].http.as_ref().unwrap().paths[0]
+            .path
+            .clone();
+        let now = (
+            hpa.max_replicas,
+            serde_json::to_value(&pdb.max_unavailable).unwrap(),
+            ing.ingress_class_name.clone(),
+            path,
+            route.data["spec"]["rules"][0]["matches"][0]["path"]["value"].clone(),
+            route.data["spec"]["parentRefs"][0]["sectionName"].clone(),
+        );
+        let want = (
+            4,
+            serde_json::json!(2),
+            Some("gce".to_string()),
+            Some("/v2".to_string()),
+            serde_json::json!("/v2"),
+            serde_json::json!("https"),
+        );
+        if now == want {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await;
+
+    // Drift of the Ingress is undone.
+    run_ok(kubectl(&[
+        "patch",
+        "ingress",
+        "full",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ingressClassName":"evil"}}"#,
+    ]));
+    eventually(Duration::from_secs(15), "the Ingress repaired", || async {
+        let class = ingresses
+            .get("full")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .unwrap()
+            .ingress_class_name;
+        if class.as_deref() == Some("gce") {
+            Ok(())
+        } else {
+            Err(format!("{class:?}"))
+        }
+    })
+    .await;
+
+    // Collected with their AppBundles.
+    api.delete("full", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    api.delete("gw", &DeleteParams::foreground()).await.unwrap();
+    deleted(&hpas, "full", MINUTE).await;
+    deleted(&pdbs, "full", MINUTE).await;
+    deleted(&ingresses, "full", MINUTE).await;
+    deleted(&routes, "gw", MINUTE).await;
+
+    // Never taken over.
+    run_ok(kubectl(&[
+        "create",
+        "ingress",
+        "taken",
+        "-n",
+        &ns,
+        "--rule=x.example.com/=theirs:80",
+    ]));
+    let foreign_route = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "routed"},
+        "spec": {"parentRefs": [{"name": "theirs"}], "rules": [{"backendRefs": [{"name": "theirs", "port": 80}]}]},
+    });
+    apply_yaml(&ns, &foreign_route.to_string());
+    apply_yaml(&ns, &bundle_yaml("taken", 1, "  http: {ingress: {}}\n"));
+    apply_yaml(
+        &ns,
+        &bundle_yaml("routed", 1, "  http: {gateway: {name: gw}}\n"),
+    );
+    for name in ["taken", "routed"] {
+        wait_bundle(&api, name, MINUTE, "Stalled NameConflict", |b| {
+            condition_of(b, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "NameConflict")
+        })
+        .await;
+    }
+    assert!(kubundle_entry(&ingresses.get("taken").await.unwrap()).is_none());
+    assert!(kubundle_entry(&routes.get("routed").await.unwrap()).is_none());
+    delete_namespace(&client, &ns).await;
+}
