@@ -795,6 +795,11 @@ async fn argocd_health_check_reads_real_status() {
         &simple_bundle("waiting", "  service: {type: LoadBalancer}\n"),
     );
     apply_yaml(&ns, &simple_bundle("blocked", ""));
+    // A route no Gateway has answered for yet (a reason that came with spec.http).
+    apply_yaml(
+        &ns,
+        &simple_bundle("routed", "  http: {gateway: {name: gw}}\n"),
+    );
     let api = bundles(&client, &ns);
     let healthy = wait_bundle(&api, "healthy", SECONDS_30, "healthy Ready", is_ready).await;
     let waiting = wait_bundle(
@@ -819,6 +824,13 @@ async fn argocd_health_check_reads_real_status() {
     let (status, message) = argocd_health(&json(&blocked));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("NameConflict: Deployment"), "{message}");
+    let routed = wait_bundle(&api, "routed", SECONDS_30, "waiting for its route", |b| {
+        condition_of(b, "Ready").is_some_and(|c| c.1 == "WaitingForRoute")
+    })
+    .await;
+    let (status, message) = argocd_health(&json(&routed));
+    assert_eq!(status, "Progressing");
+    assert!(message.contains("Gateway"), "{message}");
     // Just edited, not yet observed by kubundle: Progressing, whatever the old conditions say.
     let mut edited = json(&healthy);
     edited["metadata"]["generation"] = serde_json::json!(healthy.metadata.generation.unwrap() + 1);
