@@ -389,7 +389,11 @@ mod real_node {
         let client = client().await;
         operator_installed();
         let ns = real_namespace(&client, "heal").await;
-        let probe = "  readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}\n";
+        // Ready 3 s after a (re)start at the earliest: a restarted container is not ready for at
+        // least that long, so the Deployment (and the AppBundle) see it. Without the delay a
+        // restart can complete between two of the kubelet's status syncs, and nothing but the
+        // pod's restartCount would show it.
+        let probe = "  readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1, initialDelaySeconds: 3}\n";
         apply_yaml(
             &ns,
             &bundle("cache", &image_env("REDIS_IMAGE"), 6379, probe),
