@@ -382,6 +382,14 @@ mod real_node {
         delete_namespace(&client, &ns).await;
     }
 
+    /// The AppBundle goes Ready=False (within 20 s of `after`) and then Ready again (within 60 s).
+    async fn dips_and_recovers(api: &Api<AppBundle>, name: &str, after: &str) {
+        let not_ready = |b: &AppBundle| condition_of(b, "Ready").is_some_and(|c| c.0 == "False");
+        let what = format!("Ready=False after {after}");
+        wait_bundle(api, name, Duration::from_secs(20), &what, not_ready).await;
+        wait_bundle(api, name, Duration::from_secs(60), "Ready again", is_ready).await;
+    }
+
     /// Self-healing, as the status tells it: a container that dies is restarted and a deleted
     /// pod is replaced; the AppBundle goes Ready=False meanwhile and Ready=True again.
     #[tokio::test]
@@ -420,22 +428,7 @@ mod real_node {
             "shutdown",
             "nosave",
         ]));
-        wait_bundle(
-            &api,
-            "cache",
-            Duration::from_secs(20),
-            "Ready=False after the kill",
-            |b| condition_of(b, "Ready").is_some_and(|c| c.0 == "False"),
-        )
-        .await;
-        wait_bundle(
-            &api,
-            "cache",
-            Duration::from_secs(60),
-            "Ready again",
-            is_ready,
-        )
-        .await;
+        dips_and_recovers(&api, "cache", "the kill").await;
         let restarted = pods.get(&first_name).await.unwrap();
         let restarts = restarted.status.unwrap().container_statuses.unwrap()[0].restart_count;
         assert_eq!(restarts, 1, "the same pod, its container restarted once");
@@ -444,22 +437,7 @@ mod real_node {
         pods.delete(&first_name, &DeleteParams::default())
             .await
             .unwrap();
-        wait_bundle(
-            &api,
-            "cache",
-            Duration::from_secs(20),
-            "Ready=False after the delete",
-            |b| condition_of(b, "Ready").is_some_and(|c| c.0 == "False"),
-        )
-        .await;
-        wait_bundle(
-            &api,
-            "cache",
-            Duration::from_secs(60),
-            "Ready again",
-            is_ready,
-        )
-        .await;
+        dips_and_recovers(&api, "cache", "the delete").await;
         let now: Vec<String> = pods
             .list(&ListParams::default())
             .await

@@ -64,10 +64,9 @@ node_machine_owner_alive() {
   [ -f "$NODE_MACHINE_LOCK" ] || return 1
   owner=$(cat "$NODE_MACHINE_LOCK")
   [ "$owner" != "$state" ] || return 1
-  [ -f "$owner/pids/kubelet" ] || [ -f "$owner/pids/containerd" ] || return 1
   local pid
   pid=$(cut -d' ' -f1 "$owner/pids/containerd" 2>/dev/null) || return 1
-  [ -d "/proc/$pid" ]
+  [ -n "$pid" ] && [ -d "/proc/$pid" ]
 }
 
 # ---------------------------------------------------------------- building
