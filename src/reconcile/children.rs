@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
 
+use super::cache::{Cached, ChildCache, MUST_NOT_EXIST};
 use super::compare::covers;
 use super::status::Blocker;
 use crate::error::{Error, Result};
@@ -64,6 +65,8 @@ pub struct Child {
     pub desired: DynamicObject,
     pub hash: String,
     pub found: Found,
+    /// kubundle's own apply owns the live object's `spec.replicas` (for the autoscaler handover).
+    pub owns_replicas: bool,
 }
 
 /// The API of a kind of child in a namespace.
@@ -106,7 +109,30 @@ impl Settled {
     }
 }
 
-/// Reads the live object of a rendered child and classifies it.
+/// A rendered child with the live object of its name as the cache holds it (no request). The
+/// cache holds only objects with kubundle's label: a child missing from it is created with a
+/// precondition that it does not exist ([`Child::apply`]).
+pub fn cached(
+    client: &Client,
+    ns: &str,
+    rendered: Rendered,
+    cached: Option<&Cached>,
+    owner_uid: &str,
+    bundle_name: &str,
+) -> Result<Child> {
+    let mut child = prepare(client, ns, rendered)?;
+    child.owns_replicas = cached.is_some_and(|c| c.owns_replicas);
+    child.found = classify(
+        child.kind,
+        cached.map(Cached::object),
+        owner_uid,
+        bundle_name,
+    );
+    Ok(child)
+}
+
+/// A rendered child with the live object of its name read from the API server (a GET): where
+/// the cache cannot say (a kind whose watch has not listed yet, a name a foreign object held).
 pub async fn read(
     client: &Client,
     ns: &str,
@@ -114,32 +140,48 @@ pub async fn read(
     owner_uid: &str,
     bundle_name: &str,
 ) -> Result<Child> {
+    let mut child = prepare(client, ns, rendered)?;
+    child.refresh(owner_uid, bundle_name).await?;
+    Ok(child)
+}
+
+fn prepare(client: &Client, ns: &str, rendered: Rendered) -> Result<Child> {
     let Rendered {
         kind,
         object: mut desired,
     } = rendered;
-    let api = api(client, ns, kind);
     let hash = rendering_hash(&desired, kind.name())?;
     desired
         .meta_mut()
         .annotations
         .get_or_insert_with(Default::default)
         .insert(RENDERED_HASH.into(), hash.clone());
-    let name = desired.meta().name.clone().unwrap_or_default();
-    let found = match api.get_opt(&name).await? {
+    Ok(Child {
+        kind,
+        api: api(client, ns, kind),
+        desired,
+        hash,
+        found: Found::Missing,
+        owns_replicas: false,
+    })
+}
+
+fn classify(
+    kind: ChildKind,
+    live: Option<DynamicObject>,
+    owner_uid: &str,
+    bundle_name: &str,
+) -> Found {
+    match live {
         None => Found::Missing,
         Some(live) if live.meta().deletion_timestamp.is_some() => Found::Terminating,
         Some(live) if controlled_by(live.meta(), owner_uid) => Found::Ours(live),
         Some(live) if is_orphan(live.meta(), bundle_name) => Found::Orphan(live),
-        Some(live) => Found::Conflict(conflict_message(kind.name(), &name, live.meta())),
-    };
-    Ok(Child {
-        kind,
-        api,
-        desired,
-        hash,
-        found,
-    })
+        Some(live) => {
+            let name = live.meta().name.clone().unwrap_or_default();
+            Found::Conflict(conflict_message(kind.name(), &name, live.meta()))
+        }
+    }
 }
 
 fn conflict_message(kind: &str, name: &str, meta: &kube::api::ObjectMeta) -> String {
@@ -268,23 +310,70 @@ impl Child {
             .and_then(|v| serde_json::from_value(v).ok())
     }
 
+    /// Reads the live object of the child's name from the API server and classifies it again.
+    pub async fn refresh(&mut self, owner_uid: &str, bundle_name: &str) -> Result<(), kube::Error> {
+        let name = self.desired.meta().name.clone().unwrap_or_default();
+        let live = self.api.get_opt(&name).await?;
+        self.owns_replicas = live
+            .as_ref()
+            .is_some_and(super::handover::kubundle_owns_replicas);
+        self.found = classify(self.kind, live, owner_uid, bundle_name);
+        Ok(())
+    }
+
     /// Applies the rendering when `change` says it is needed (server-side apply, field manager
     /// `kubundle`, forced: fields kubundle sets are its own, whoever last edited them; fields it
     /// does not set stay with their owners). Returns what really changed: an apply the API server
     /// found to be a no-op (same resourceVersion) changed nothing, and is remembered in `settled`.
+    ///
+    /// A child to create is applied with the precondition that no object of its name exists
+    /// ([`MUST_NOT_EXIST`]). If one does (an object without kubundle's label, which the cache does
+    /// not hold, or one the cache has not seen yet), the child is read and classified again: an
+    /// object kubundle must not touch is left as it is, and [`Child::blocker`] then says so.
     pub async fn apply(
         &mut self,
         change: Change,
-        metrics: &Metrics,
-        settled: &Settled,
+        ctx: &Writing<'_>,
     ) -> Result<Change, kube::Error> {
+        let name = self.desired.meta().name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let change = match change {
+            Change::None => return Ok(Change::None),
+            Change::Created => {
+                let mut body = self.desired.clone();
+                body.metadata.resource_version = Some(MUST_NOT_EXIST.into());
+                ctx.metrics.write(self.kind.name(), "apply");
+                match self.api.patch(&name, &params, &Patch::Apply(&body)).await {
+                    Ok(created) => {
+                        info!(kind = self.kind.name(), child = name, change = ?Change::Created, "applied");
+                        ctx.cache.record(self.kind, &created);
+                        ctx.settled.forget(&self.settled_key());
+                        self.owns_replicas = super::handover::kubundle_owns_replicas(&created);
+                        self.found = Found::Ours(created);
+                        return Ok(Change::Created);
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        self.refresh(ctx.owner_uid, ctx.bundle_name).await?;
+                        match self.needed(ctx.settled) {
+                            // Gone again meanwhile: try again later.
+                            Ok(Change::Created) => return Err(kube::Error::Api(s)),
+                            Ok(change) => change,
+                            Err(Error::Serialize { source, .. }) => {
+                                return Err(kube::Error::SerdeError(source));
+                            }
+                            Err(Error::Api(e)) => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            other => other,
+        };
         if change == Change::None {
             return Ok(Change::None);
         }
-        let name = self.desired.meta().name.clone().unwrap_or_default();
         let before = self.live().and_then(|l| l.meta().resource_version.clone());
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        metrics.write(self.kind.name(), "apply");
+        ctx.metrics.write(self.kind.name(), "apply");
         let applied = self
             .api
             .patch(&name, &params, &Patch::Apply(&self.desired))
@@ -292,16 +381,28 @@ impl Child {
         let after = applied.meta().resource_version.clone();
         let key = self.settled_key();
         let change = if change == Change::Updated && before.is_some() && before == after {
-            settled.record(key, self.hash.clone(), after.unwrap_or_default());
+            ctx.settled
+                .record(key, self.hash.clone(), after.unwrap_or_default());
             Change::None
         } else {
-            settled.forget(&key);
+            ctx.settled.forget(&key);
             info!(kind = self.kind.name(), child = name, ?change, "applied");
             change
         };
+        ctx.cache.record(self.kind, &applied);
+        self.owns_replicas = super::handover::kubundle_owns_replicas(&applied);
         self.found = Found::Ours(applied);
         Ok(change)
     }
+}
+
+/// What applying a child needs besides the child.
+pub struct Writing<'a> {
+    pub metrics: &'a Metrics,
+    pub settled: &'a Settled,
+    pub cache: &'a ChildCache,
+    pub owner_uid: &'a str,
+    pub bundle_name: &'a str,
 }
 
 /// A child the spec no longer asks for, found in the watch cache: kubundle made it for this
@@ -335,6 +436,7 @@ pub async fn prune(
     ns: &str,
     stale: &Stale,
     metrics: &Metrics,
+    cache: &ChildCache,
 ) -> Result<Change, kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -344,10 +446,16 @@ pub async fn prune(
         ..DeleteParams::background()
     };
     metrics.write(stale.kind.name(), "delete");
-    match api(client, ns, stale.kind)
+    let deleted = api(client, ns, stale.kind)
         .delete(&stale.name, &params)
-        .await
+        .await;
+    // Deleted, gone already, or no longer the object seen (its UID): not a stale child any more.
+    if deleted.is_ok()
+        || matches!(&deleted, Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409))
     {
+        cache.forget(stale.kind, ns, &stale.name, &stale.uid);
+    }
+    match deleted {
         Ok(_) => {
             info!(
                 kind = stale.kind.name(),
@@ -383,6 +491,12 @@ pub fn is_definite_refusal(e: &kube::Error) -> bool {
         },
         _ => false,
     }
+}
+
+/// The API server refused to create an object because its namespace is being deleted.
+pub fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403
+        && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }
 
 fn is_invalid_object_message(message: &str) -> bool {
@@ -423,6 +537,29 @@ mod tests {
         assert!(!is_definite_refusal(&api_error(409, "conflict")));
         assert!(!is_definite_refusal(&api_error(503, "unavailable")));
         assert!(!is_definite_refusal(&api_error(504, "timeout")));
+    }
+
+    #[test]
+    fn a_terminating_namespace_is_told_from_other_refusals() {
+        let mut status = Status::failure("forbidden", "Forbidden").with_code(403);
+        assert!(!is_namespace_terminating(&kube::Error::Api(Box::new(
+            status.clone()
+        ))));
+        status.details = Some(kube::core::response::StatusDetails {
+            causes: vec![kube::core::response::StatusCause {
+                reason: "NamespaceTerminating".into(),
+                message: "namespace x is being terminated".into(),
+                field: "metadata.namespace".into(),
+            }],
+            name: "web".into(),
+            group: "apps".into(),
+            kind: "deployments".into(),
+            uid: String::new(),
+            retry_after_seconds: 0,
+        });
+        assert!(is_namespace_terminating(&kube::Error::Api(Box::new(
+            status
+        ))));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn release_replicas(
     let Found::Ours(live) = &deployment.found else {
         return Ok(());
     };
-    if !kubundle_owns_replicas(live) {
+    if !deployment.owns_replicas {
         return Ok(());
     }
     let Some(replicas) = live

@@ -1,18 +1,21 @@
 //! The controller: for each AppBundle, read -> parse -> render -> apply the children -> status.
 //! This file wires it together (watches, queue, backoff); [`pipeline`] is one reconcile,
-//! [`children`] reads and applies the children, [`compare`] decides whether a child is up to
-//! date, [`status`] computes the status and [`report`] writes it and the Events.
+//! [`cache`] holds the children as last seen, [`children`] classifies and applies them,
+//! [`compare`] decides whether a child is up to date, [`status`] computes the status and
+//! [`report`] writes it and the Events.
 //!
 //! - AppBundles are cached parsed ([`CachedBundle`]); one whose spec does not fit the Rust types
 //!   is reported (Stalled, a Warning Event) and does not break the watch.
-//! - Children are watched as metadata only (labels `app.kubernetes.io/managed-by=kubundle`): any
-//!   change or deletion of a child triggers its AppBundle's reconcile, and drift is undone.
+//! - Children are watched (labels `app.kubernetes.io/managed-by=kubundle`) and cached ([`cache`]):
+//!   a reconcile reads them from the cache, not from the API server, and any change or deletion of
+//!   a child triggers its AppBundle's reconcile, so drift is undone.
 //! - Writes are server-side apply with field manager `kubundle`, and only when a child differs from
 //!   its rendering: a steady cluster sees no write from kubundle.
 //! - An existing object of a child's name that the AppBundle does not control is never written,
 //!   except an orphan kubundle itself made for an AppBundle of that name (its labels, no
 //!   controller), which is adopted.
 
+pub mod cache;
 mod cached;
 pub mod children;
 pub mod compare;
@@ -28,15 +31,12 @@ pub use children::RENDERED_HASH;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{DynamicObject, ListParams, ObjectMeta};
+use kube::api::{DynamicObject, ListParams};
 use kube::core::NamespaceResourceScope;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::render::{ChildKind, labels};
+use cache::ChildCache;
 use children::Settled;
 use watches::{NoBackoff, WatchHealth, resilient};
 
@@ -91,9 +92,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<CachedBundle>, u32>>,
     /// Children whose last apply was a no-op (see [`Settled`]).
     settled: Settled,
-    /// The metadata caches of the optional children's watches, by kind (set by [`controller`]):
-    /// where kubundle finds the children a spec no longer asks for, without a request.
-    child_caches: OnceLock<HashMap<ChildKind, Store<PartialObjectMeta<DynamicObject>>>>,
+    /// The children, as their watches and kubundle's own writes last saw them (see [`cache`]).
+    pub cache: ChildCache,
 }
 
 impl Context {
@@ -105,20 +105,8 @@ impl Context {
             settings,
             failures: Mutex::default(),
             settled: Settled::default(),
-            child_caches: OnceLock::new(),
+            cache: ChildCache::default(),
         }
-    }
-
-    /// The cached metadata of the `kind` child named `name` in `ns`, if the watch saw one.
-    pub fn cached_child(
-        &self,
-        kind: ChildKind,
-        ns: &str,
-        name: &str,
-    ) -> Option<(ChildKind, ObjectMeta)> {
-        let store = self.child_caches.get()?.get(&kind)?;
-        let key = ObjectRef::new_with(name, kind.api_resource()).within(ns);
-        store.get(&key).map(|o| (kind, o.metadata.clone()))
     }
 }
 
@@ -167,28 +155,6 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     let mut streams = vec!["appbundles"];
     streams.extend(ChildKind::ALL.map(ChildKind::plural));
     let health = Arc::new(WatchHealth::new(&streams));
-    let ours = ours_config();
-    let deployments = resilient(
-        "deployments",
-        watcher(
-            api_for::<PartialObjectMeta<Deployment>>(&client, ns.as_deref()),
-            ours.clone(),
-        ),
-        health.clone(),
-        ctx.metrics.clone(),
-    )
-    .touched_objects();
-    let services = resilient(
-        "services",
-        watcher(
-            api_for::<PartialObjectMeta<Service>>(&client, ns.as_deref()),
-            ours,
-        ),
-        health.clone(),
-        ctx.metrics.clone(),
-    )
-    .touched_objects();
-
     // The AppBundle reflector is ours rather than the Controller's, so that readiness can be read
     // off its InitDone event: the store's own wait_until_ready wakes only one waiter (the
     // Controller), so a second waiter would never be woken.
@@ -220,37 +186,34 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         PredicateConfig::default(),
     );
 
-    let mut controller = Controller::for_stream(main, store.clone())
-        .owns_stream_with(deployments, ())
-        .owns_stream_with(services, ());
-    // The optional children: watched as metadata too, and cached, for pruning.
-    let mut caches = HashMap::new();
-    let served = |k: &ChildKind| *k != ChildKind::HttpRoute || ctx.settings.gateway_api;
-    for kind in ChildKind::ALL
-        .into_iter()
-        .filter(|k| k.optional())
-        .filter(served)
-    {
+    let mut controller = Controller::for_stream(main, store.clone());
+    // Every kind of child: watched in full (kubundle's label only), cached (cache.rs), and each
+    // change or deletion triggers its owner's reconcile.
+    for kind in ChildKind::ALL {
+        if kind == ChildKind::HttpRoute && !ctx.settings.gateway_api {
+            ctx.cache.mark_unwatched(kind);
+            continue;
+        }
         let ar = kind.api_resource();
-        let api: Api<PartialObjectMeta<DynamicObject>> = match ns.as_deref() {
+        let api: Api<DynamicObject> = match ns.as_deref() {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
-        let writer = Writer::new(ar.clone());
-        caches.insert(kind, writer.as_reader());
-        let stream = reflector(
-            writer,
-            resilient(
-                kind.plural(),
-                watcher(api, ours_config()),
-                health.clone(),
-                ctx.metrics.clone(),
-            ),
+        let cache_ctx = ctx.clone();
+        let stream = resilient(
+            kind.plural(),
+            watcher(api, ours_config()),
+            health.clone(),
+            ctx.metrics.clone(),
         )
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                cache_ctx.cache.observe(kind, event);
+            }
+        })
         .touched_objects();
         controller = controller.owns_stream_with(stream, ar);
     }
-    let _ = ctx.child_caches.set(caches);
     let controller = controller
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         // Each stream backs off on its own (see watches.rs); a shared backoff would delay all.

@@ -13,12 +13,12 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::debug;
 
-use super::children::{self, Change, Child, Stale, is_definite_refusal};
+use super::children::{self, Change, Child, Stale, Writing, is_definite_refusal};
 use super::report::{publish, write_status};
 use super::status::{self, Blocker, Observed};
 use super::{CachedBundle, Context};
 use super::{handover, pods};
-use crate::api::AppBundle;
+use crate::api::{AppBundle, STALLED, TRUE, find_condition, reason};
 use crate::error::Result;
 use crate::events::EventType;
 use crate::render::{self, ChildKind};
@@ -26,6 +26,10 @@ use crate::render::{self, ChildKind};
 /// How soon to look again while an object kubundle does not watch blocks the AppBundle (a name
 /// conflict with an object that is not kubundle's, a child still terminating).
 const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
+
+/// How long a reconcile waits for the children's watches to list at startup before it reads the
+/// children of the kinds still unlisted from the API server.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> {
     // Being deleted (any propagation policy): the garbage collector takes the children away, and
@@ -76,11 +80,20 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     }
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
     let name = bundle.name_any();
-    // Children the spec no longer asks for, from the watch caches (no request).
+    // Until every child kind has listed once, the cache cannot tell a missing child from one not
+    // listed yet: wait a little (at startup), then read what is still unknown from the API server.
+    if !ctx.cache.is_synced() {
+        let _ = tokio::time::timeout(CACHE_SYNC_WAIT, ctx.cache.wait_synced()).await;
+    }
+    // Children the spec no longer asks for, from the cache (no request).
     let stale: Vec<Stale> = ChildKind::ALL
         .into_iter()
         .filter(|k| k.optional() && !rendered.iter().any(|r| r.kind == *k))
-        .filter_map(|k| ctx.cached_child(k, &ns, &name))
+        .filter_map(|k| {
+            ctx.cache
+                .get(k, &ns, &name)
+                .map(|c| (k, c.object().metadata))
+        })
         .filter(|(_, meta)| children::is_stale_child(meta, &uid, &name))
         .map(|(kind, meta)| Stale {
             kind,
@@ -89,12 +102,31 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         })
         .collect();
 
-    // Read every child first (concurrently); write nothing unless every child may be written.
-    let mut set: Vec<Child> = futures::future::try_join_all(
-        rendered
-            .into_iter()
-            .map(|r| children::read(&ctx.client, &ns, r, &uid, &name)),
-    )
+    // Every child as the cache holds it, or as the API server has it where the cache cannot say:
+    // a kind not listed yet, or a missing child whose name a foreign object held at the last look
+    // (so that a conflict that lasts costs one read per look, not a refused write and a read).
+    let blocked_by_foreign = matches!(
+        bundle.status.as_ref().and_then(|s| find_condition(&s.conditions, STALLED)),
+        Some(c) if c.status == TRUE && c.reason == reason::NAME_CONFLICT
+    );
+    let mut set: Vec<Child> = futures::future::try_join_all(rendered.into_iter().map(|r| {
+        let kind = r.kind;
+        let child_name = r.object.name_any();
+        let cached = ctx
+            .cache
+            .is_kind_synced(kind)
+            .then(|| ctx.cache.get(kind, &ns, &child_name));
+        let (client, ns, uid, name) = (&ctx.client, &ns, &uid, &name);
+        async move {
+            match cached {
+                Some(Some(live)) => children::cached(client, ns, r, Some(&live), uid, name),
+                Some(None) if !blocked_by_foreign => {
+                    children::cached(client, ns, r, None, uid, name)
+                }
+                _ => children::read(client, ns, r, uid, name).await,
+            }
+        }
+    }))
     .await?;
     let mut blocker = set.iter().find_map(Child::blocker);
 
@@ -124,29 +156,71 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         if let Some(d) = set.iter().find(|c| c.kind == ChildKind::Deployment) {
             handover::release_replicas(&bundle, d, &ctx.metrics).await?;
         }
+        let writing = Writing {
+            metrics: &ctx.metrics,
+            settled: &ctx.settled,
+            cache: &ctx.cache,
+            owner_uid: &uid,
+            bundle_name: &name,
+        };
+        // Pods come last: while other children are being created (a foreign object of their name
+        // shows only then, as a refused create), a Deployment to create waits for them, so that
+        // no pods run without their Service.
+        let creating_others = set
+            .iter()
+            .zip(&needed)
+            .any(|(c, n)| c.kind != ChildKind::Deployment && *n == Change::Created);
+        let later = |c: &Child, n: Change| {
+            creating_others && c.kind == ChildKind::Deployment && n == Change::Created
+        };
+        let mut results: Vec<Option<Result<Change, kube::Error>>> =
+            (0..set.len()).map(|_| None).collect();
         // Apply what differs and delete what is stale, each request to completion whatever the
         // others' fate.
         let (applied, pruned) = futures::join!(
-            futures::future::join_all(set.iter_mut().zip(&needed).map(|(c, n)| c.apply(
-                *n,
-                &ctx.metrics,
-                &ctx.settled
-            ))),
+            futures::future::join_all(
+                set.iter_mut()
+                    .zip(&needed)
+                    .enumerate()
+                    .filter(|(_, (c, n))| !later(c, **n))
+                    .map(|(i, (c, n))| {
+                        let writing = &writing;
+                        async move { (i, c.apply(*n, writing).await) }
+                    })
+            ),
             futures::future::join_all(stale.iter().map(|st| children::prune(
                 &ctx.client,
                 &ns,
                 st,
-                &ctx.metrics
+                &ctx.metrics,
+                &ctx.cache,
             ))),
         );
+        for (i, result) in applied {
+            results[i] = Some(result);
+        }
+        let first_ok = results.iter().flatten().all(Result::is_ok)
+            && set.iter().all(|c| c.blocker().is_none());
+        for (i, (c, n)) in set.iter_mut().zip(&needed).enumerate() {
+            if later(c, *n) {
+                results[i] = Some(if first_ok {
+                    c.apply(*n, &writing).await
+                } else {
+                    Ok(Change::None)
+                });
+            }
+        }
         let kinds = set
             .iter()
             .map(|c| c.kind)
             .chain(stale.iter().map(|st| st.kind));
         let mut transient = None;
-        for (kind, result) in kinds.zip(applied.into_iter().chain(pruned)) {
+        let mut namespace_terminating = false;
+        let outcomes = results.into_iter().flatten().chain(pruned);
+        for (kind, result) in kinds.zip(outcomes) {
             match result {
                 Ok(change) => changes.push((kind.name(), change)),
+                Err(e) if children::is_namespace_terminating(&e) => namespace_terminating = true,
                 Err(e) if is_definite_refusal(&e) => {
                     let (message, retry) = match e {
                         kube::Error::Api(s) => (s.message, s.code == 403),
@@ -161,7 +235,19 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
                 Err(e) => transient = Some(e),
             }
         }
+        // A create refused because an object of the child's name exists that kubundle must not
+        // touch (its classification changed on reading it).
+        if blocker.is_none() {
+            blocker = set.iter().find_map(Child::blocker);
+        }
         announce(ctx, &reference, &name, &changes);
+        if namespace_terminating {
+            // The namespace is being deleted, the AppBundle with it: the namespace controller
+            // deletes the children first, and nothing may be created there any more. Nothing to
+            // report either: the AppBundle is about to go.
+            debug!("the namespace is being deleted; nothing to do");
+            return Ok(Action::await_change());
+        }
         if let Some(e) = transient {
             // Retried with backoff; the status stays as it was (nothing definite to say).
             return Err(e.into());

@@ -51,7 +51,8 @@ measure() {
     | awk -v n="$N" '{d=$3-$2; if (d>0) {printf "%-55s %8.2f\n", $1, d/n; t+=d}} END {printf "%-55s %8.2f\n", "TOTAL per AppBundle", t/n}'
   echo "kubundle's writes so far (cumulative over the variants):"
   curl -s 127.0.0.1:45003/metrics | grep '^kubundle_api_writes_total' | grep -v ' 0$'
-  kubectl delete namespace "$ns" --wait=false >/dev/null
+  # Gone before the next variant starts, so that its deletion is not counted there.
+  kubectl delete namespace "$ns" --timeout=300s >/dev/null
 }
 measure plain ""
 measure full "  autoscaling: {minReplicas: 2, maxReplicas: 4}

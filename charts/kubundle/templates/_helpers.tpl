@@ -44,7 +44,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
      appbundles: get/list/watch (its cache); appbundles/status: patch (server-side apply of status);
      appbundles/finalizers: update (children's ownerReferences set blockOwnerDeletion, which clusters
      with the OwnerReferencesPermissionEnforcement admission plugin check);
-     deployments, services: get/list/watch (metadata watches, reads), create/patch (server-side apply);
+     deployments, services: list/watch (the cache), get (where the cache cannot say), create/patch
+     (server-side apply);
      events.k8s.io events: create (one Event per change; no series are updated). */}}
 {{- define "kubundle.rules" -}}
 - apiGroups: [kubundle.dev]
