@@ -699,12 +699,23 @@ async fn startup_without_the_crd_fails_with_a_clear_error() {
         cmd
     };
     run_ok(second(&["apply", "--server-side", "-f", "crds/"]));
-    run_ok(second(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/appbundles.kubundle.dev",
-        "--timeout=60s",
-    ]));
+    // (kubectl wait fails at once, instead of waiting, while a new CRD has no conditions yet.)
+    eventually(SECONDS_30, "the CRD to be established", || async {
+        let out = second(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/appbundles.kubundle.dev",
+            "--timeout=10s",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await;
     let operator = Operator::start(&[], &[], &kubeconfig).await;
     let routed = simple_bundle(
         "routed",
