@@ -901,3 +901,135 @@ async fn helm_wait_kstatus_sees_ready_and_stalled() {
     );
     delete_namespace(&client, &ns).await;
 }
+
+/// A new AppBundle is reported as people and tools need it, and no more: its status is written
+/// when Ready turns True, and before that at most every 2 s (progress; kstatus and Argo CD say
+/// "in progress" from the defaulted `observedGeneration: 0` meanwhile), and it gets one Normal
+/// Event, at its first rollout, naming what it is made of. A pod quota holds the rollout back
+/// for a while, so that there is progress to report. (Before: a status write per step of the
+/// Deployment's status, and a "Created" Event then a "RolledOut" Event.)
+#[tokio::test]
+async fn a_new_bundle_is_reported_once_it_is_up_and_its_progress_is_paced() {
+    let client = client().await;
+    let ns = create_namespace(&client, "paced").await;
+    let api = bundles(&client, &ns);
+    // Every version of the AppBundle as written, with when the test saw it.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let (api, seen) = (api.clone(), seen.clone());
+        tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=paced");
+            let mut stream = watcher(api, config).applied_objects().boxed();
+            while let Some(Ok(b)) = stream.next().await {
+                seen.lock()
+                    .unwrap()
+                    .push((std::time::Instant::now(), b.status.clone()));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A quota of one pod holds the rollout back (progress to report) until it is raised.
+    run_ok(kubectl(&[
+        "create",
+        "quota",
+        "pods",
+        "--hard=pods=1",
+        "-n",
+        &ns,
+    ]));
+    let created = std::time::Instant::now();
+    apply_yaml(&ns, &simple_bundle("paced", "  replicas: 3\n"));
+    wait_bundle(&api, "paced", SECONDS_30, "the quota in Ready", |b| {
+        condition_of(b, "Ready").is_some_and(|c| c.1 == "PodCreationFailed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    run_ok(kubectl(&[
+        "patch",
+        "quota",
+        "pods",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hard":{"pods":"10"}}}"#,
+    ]));
+    wait_bundle(&api, "paced", SECONDS_30, "paced Ready", is_ready).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    recorder.abort();
+
+    // The statuses kubundle wrote, in order (the defaulted one left out).
+    let written: Vec<(std::time::Instant, kubundle::api::AppBundleStatus)> = {
+        let mut out: Vec<(std::time::Instant, kubundle::api::AppBundleStatus)> = Vec::new();
+        for (at, status) in seen.lock().unwrap().iter() {
+            let Some(s) = status.clone() else { continue };
+            if s.observed_generation.unwrap_or(0) == 0 {
+                continue;
+            }
+            if out.last().is_none_or(|(_, last)| *last != s) {
+                out.push((*at, s));
+            }
+        }
+        out
+    };
+    let ready = |s: &kubundle::api::AppBundleStatus| {
+        kubundle::api::find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+    };
+    assert!(
+        written.last().is_some_and(|(_, s)| ready(s)),
+        "the last status written is Ready: {written:?}"
+    );
+    assert!(
+        written.iter().filter(|(_, s)| ready(s)).count() == 1,
+        "Ready written once: {written:?}"
+    );
+    assert!(
+        written.len() >= 2,
+        "progress was written while the quota held the rollout back: {written:?}"
+    );
+    // Progress comes at least ~2 s after the creation or the previous write (the creation time
+    // kubundle goes by has a 1 s resolution, hence 0.9 s here).
+    let mut previous = created;
+    for (at, s) in &written {
+        if !ready(s) {
+            assert!(
+                at.duration_since(previous) >= Duration::from_millis(900),
+                "progress written {:?} after the previous write: {written:?}",
+                at.duration_since(previous)
+            );
+        }
+        previous = *at;
+    }
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let normal = eventually(SECONDS_30, "the first rollout's Event", || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let normal: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("AppBundle")
+                    && e.type_.as_deref() == Some("Normal")
+            })
+            .collect();
+        if normal.is_empty() {
+            Err("none yet".into())
+        } else {
+            Ok(normal)
+        }
+    })
+    .await;
+    assert_eq!(normal.len(), 1, "one Normal Event: {normal:?}");
+    assert_eq!(normal[0].reason.as_deref(), Some("RolledOut"));
+    let note = normal[0].note.clone().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "rolled out for the first time: Deployment paced, Service paced; 3 of 3 pods"
+        ),
+        "{note}"
+    );
+    delete_namespace(&client, &ns).await;
+}

@@ -94,6 +94,8 @@ pub struct Context {
     settled: Settled,
     /// The children, as their watches and kubundle's own writes last saw them (see [`cache`]).
     pub cache: ChildCache,
+    /// When each AppBundle's status was last written (progress is written at most every 2 s).
+    pacer: report::StatusPacer,
 }
 
 impl Context {
@@ -106,6 +108,7 @@ impl Context {
             failures: Mutex::default(),
             settled: Settled::default(),
             cache: ChildCache::default(),
+            pacer: report::StatusPacer::default(),
         }
     }
 }

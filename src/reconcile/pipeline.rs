@@ -240,7 +240,21 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         if blocker.is_none() {
             blocker = set.iter().find_map(Child::blocker);
         }
-        announce(ctx, &reference, &name, &changes);
+        // A new AppBundle's children are announced with its first rollout (one Event: "it is
+        // up, and this is what it is made of"), not as a step of their own.
+        // (Its status until kubundle's first write is the CRD's default, observedGeneration 0.)
+        let first_creation = bundle
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .unwrap_or(0)
+            == 0
+            && changes
+                .iter()
+                .all(|(_, c)| matches!(c, Change::Created | Change::None));
+        if !first_creation {
+            announce(ctx, &reference, &name, &changes);
+        }
         if namespace_terminating {
             // The namespace is being deleted, the AppBundle with it: the namespace controller
             // deletes the children first, and nothing may be created there any more. Nothing to
@@ -287,27 +301,36 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         &ctx.settings.cluster_domain,
         &now,
     );
-    write_status(ctx, &status_api, &bundle, &status, &reference).await?;
+    let made_of = set
+        .iter()
+        .map(|c| format!("{} {name}", c.kind.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let held_back = write_status(ctx, &status_api, &bundle, &status, &reference, &made_of).await?;
 
-    Ok(match blocker {
+    // When to look again without a watch event (None: only on one).
+    let again = match blocker {
         // Objects kubundle does not watch (a foreign object, a refusal that may depend on quota
         // or RBAC): look again soon. kubundle's own children's changes arrive through the watches.
-        Some(Blocker::NameConflict { .. } | Blocker::Terminating { .. }) => {
-            Action::requeue(BLOCKED_RECHECK)
-        }
+        Some(Blocker::NameConflict { .. } | Blocker::Terminating { .. }) => Some(BLOCKED_RECHECK),
         // Forbidden: RBAC or an admission policy may change without the AppBundle changing.
-        Some(Blocker::WriteRefused { retry: true, .. }) => Action::requeue(Duration::from_secs(60)),
+        Some(Blocker::WriteRefused { retry: true, .. }) => Some(Duration::from_secs(60)),
         // The object itself was refused: only a new spec can help, and it triggers a reconcile.
-        Some(_) => Action::await_change(),
+        Some(_) => None,
         // A rollout in progress: look at its pods once it stops making progress, and again while
         // it stays stuck (a crash loop or a pull back-off does not change the Deployment).
         None => match progress {
-            pods::Progress::Moving(since) => Action::requeue(
-                pods::STUCK_AFTER.saturating_sub(since) + Duration::from_millis(500),
-            ),
-            pods::Progress::Stuck => Action::requeue(pods::RECHECK),
-            pods::Progress::Nothing => Action::await_change(),
+            pods::Progress::Moving(since) => {
+                Some(pods::STUCK_AFTER.saturating_sub(since) + Duration::from_millis(500))
+            }
+            pods::Progress::Stuck => Some(pods::RECHECK),
+            pods::Progress::Nothing => None,
         },
+    };
+    // Progress held back is written at the latest this soon (unless a new step comes first).
+    Ok(match again.into_iter().chain(held_back).min() {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
     })
 }
 
@@ -342,8 +365,11 @@ async fn report_blocked(
         &ctx.settings.cluster_domain,
         now,
     );
-    write_status(ctx, api, bundle, &status, reference).await?;
-    Ok(Action::await_change())
+    let held_back = write_status(ctx, api, bundle, &status, reference, "").await?;
+    Ok(match held_back {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
+    })
 }
 
 /// One Event for what this reconcile changed, naming each child.

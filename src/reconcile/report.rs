@@ -1,9 +1,14 @@
-//! What kubundle tells people: the AppBundle's status (written only when it changed) and
-//! Events (one per thing a person wants to know: children changed, Ready, Stalled, recovered).
+//! What kubundle tells people: the AppBundle's status (written only when it changed, progress at
+//! most every 2 s) and Events (one per thing a person wants to know: children changed, the first
+//! rollout with what the AppBundle is made of, Ready again, Stalled, recovered).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{CachedBundle, Context};
 use crate::api::{AppBundle, AppBundleStatus, READY, STALLED, TRUE, find_condition};
@@ -11,17 +16,72 @@ use crate::error::Result;
 use crate::events::EventType;
 use crate::render::FIELD_MANAGER;
 
-/// Writes the status if it changed, and publishes the Events of condition transitions.
+use super::status::{PROGRESS_INTERVAL, is_milestone};
+
+/// When each AppBundle's status was last written (by UID), to write progress at most every
+/// [`PROGRESS_INTERVAL`]. Entries older than that are dropped as the map grows.
+#[derive(Default)]
+pub struct StatusPacer(Mutex<HashMap<String, Instant>>);
+
+impl StatusPacer {
+    /// How long a progress-only write of `uid` must wait; zero when it may go now. Before the
+    /// first write, `age` (how long the AppBundle has existed) counts as the time since one.
+    fn wait(&self, uid: &str, now: Instant, age: Duration) -> Duration {
+        let since = self
+            .0
+            .lock()
+            .unwrap()
+            .get(uid)
+            .map_or(age, |last| now.saturating_duration_since(*last));
+        PROGRESS_INTERVAL.saturating_sub(since)
+    }
+
+    fn wrote(&self, uid: &str, now: Instant) {
+        let mut last = self.0.lock().unwrap();
+        if last.len() >= 1024 {
+            last.retain(|_, t| now.saturating_duration_since(*t) < PROGRESS_INTERVAL);
+        }
+        last.insert(uid.to_string(), now);
+    }
+}
+
+/// Writes the status if it changed, and publishes the Events of condition transitions. A change
+/// that is only progress ([`is_milestone`]) within [`PROGRESS_INTERVAL`] of the last write is
+/// held back: the answer is how soon to reconcile again to write it. `made_of` names the children
+/// ("Deployment web, Service web"), for the Event of the first rollout.
 pub async fn write_status(
     ctx: &Context,
     api: &Api<CachedBundle>,
     bundle: &AppBundle,
     status: &AppBundleStatus,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
-) -> Result<()> {
+    made_of: &str,
+) -> Result<Option<Duration>> {
     let previous = bundle.status.clone().unwrap_or_default();
     if &previous == status {
-        return Ok(());
+        return Ok(None);
+    }
+    let uid = bundle.metadata.uid.clone().unwrap_or_default();
+    let now = Instant::now();
+    if !is_milestone(&previous, status) {
+        let age =
+            bundle
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(PROGRESS_INTERVAL, |created| {
+                    let ms = k8s_openapi::jiff::Timestamp::now().as_millisecond()
+                        - created.0.as_millisecond();
+                    Duration::from_millis(ms.max(0) as u64)
+                });
+        let wait = ctx.pacer.wait(&uid, now, age);
+        if !wait.is_zero() {
+            debug!(
+                ?wait,
+                "progress only; written with the next step or in a moment"
+            );
+            return Ok(Some(wait));
+        }
     }
     let body = serde_json::json!({
         "apiVersion": AppBundle::api_version(&()),
@@ -35,6 +95,7 @@ pub async fn write_status(
         &Patch::Apply(&body),
     )
     .await?;
+    ctx.pacer.wrote(&uid, now);
 
     let was = |t: &str| find_condition(&previous.conditions, t).map(|c| c.status.clone());
     let now = |t: &str| find_condition(&status.conditions, t).cloned();
@@ -42,13 +103,17 @@ pub async fn write_status(
         && ready.status == TRUE
         && was(READY).as_deref() != Some(TRUE)
     {
-        publish(
-            ctx,
-            reference,
-            EventType::Normal,
-            "RolledOut",
-            ready.message,
-        );
+        // The first rollout also says what the AppBundle is made of (its children's creation
+        // is not announced on its own).
+        let note = if previous.image.is_none() && !made_of.is_empty() {
+            format!(
+                "rolled out for the first time: {made_of}; {}",
+                ready.message
+            )
+        } else {
+            ready.message
+        };
+        publish(ctx, reference, EventType::Normal, "RolledOut", note);
     }
     if let Some(stalled) = now(STALLED) {
         if stalled.status == TRUE
@@ -73,7 +138,7 @@ pub async fn write_status(
             );
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Publishes an Event in the background: Events are for people, and must not slow a reconcile
@@ -95,4 +160,27 @@ pub fn publish(
             warn!(error = %e, %reason, "cannot publish an Event");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_waits_for_the_interval_since_the_last_write_or_the_creation() {
+        let pacer = StatusPacer::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Never written: a 500 ms old AppBundle waits 1.5 s; a minute-old one does not wait.
+        assert_eq!(pacer.wait("a", t0, ms(500)), ms(1500));
+        assert_eq!(pacer.wait("a", t0, ms(60_000)), Duration::ZERO);
+        pacer.wrote("a", t0);
+        assert_eq!(pacer.wait("a", t0 + ms(400), ms(60_000)), ms(1600));
+        assert_eq!(pacer.wait("a", t0 + ms(2500), ms(60_000)), Duration::ZERO);
+        assert_eq!(
+            pacer.wait("b", t0, ms(60_000)),
+            Duration::ZERO,
+            "per AppBundle"
+        );
+    }
 }

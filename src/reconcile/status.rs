@@ -13,7 +13,7 @@ use kube::api::DynamicObject;
 use super::pods::PodProblem;
 use crate::api::{
     AppBundle, AppBundleAddress, AppBundleStatus, AutoscalingStatus, FALSE, READY, RECONCILING,
-    STALLED, TRUE, UNKNOWN, condition, reason, set_condition,
+    STALLED, TRUE, UNKNOWN, condition, find_condition, reason, set_condition,
 };
 use crate::render::{selector_string, service_type};
 
@@ -214,6 +214,27 @@ fn autoscaling_status(hpa: &HorizontalPodAutoscaler) -> AutoscalingStatus {
         message,
     }
 }
+
+/// Whether going from status `old` to `new` changes what a GitOps tool or `kubectl wait` decides:
+/// Ready turning True or leaving True, Stalled turning on or off, another reason to be Stalled.
+/// Anything else is progress (a new observedGeneration, Reconciling's reason and message,
+/// replica counts, Ready between Unknown and False), which kubundle writes at most every
+/// [`PROGRESS_INTERVAL`]: while it waits, kstatus (Flux, Helm) and Argo CD already say "in
+/// progress", from the observedGeneration that is behind (a new AppBundle's status defaults to
+/// `observedGeneration: 0`) or from the Reconciling condition.
+pub fn is_milestone(old: &AppBundleStatus, new: &AppBundleStatus) -> bool {
+    let cond = |s: &AppBundleStatus, t: &str| {
+        find_condition(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let is_true = |s: &AppBundleStatus, t: &str| cond(s, t).is_some_and(|c| c.0 == TRUE);
+    is_true(old, READY) != is_true(new, READY)
+        || is_true(old, STALLED) != is_true(new, STALLED)
+        || (is_true(new, STALLED) && cond(old, STALLED) != cond(new, STALLED))
+}
+
+/// The shortest time between two status writes of one AppBundle that only show progress (see
+/// [`is_milestone`]): a rollout's steps within it are written as one.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The status of `bundle` given what was observed. `bundle.status` supplies the previous
 /// conditions (whose transition times are kept while their status stays) and the last fully

@@ -520,3 +520,107 @@ fn autoscaled_bundles_count_the_deployments_replicas_at_least_the_minimum() {
         "spec.replicas without autoscaling"
     );
 }
+
+#[test]
+fn a_rollouts_steps_are_progress_and_its_start_and_end_are_milestones() {
+    let mut b = bundle(3, "ClusterIP");
+    let svc = service(None);
+    fn observe<'a>(d: Option<&'a Deployment>, svc: &'a Service) -> Observed<'a> {
+        Observed {
+            deployment: d,
+            service: Some(svc),
+            ..Observed::default()
+        }
+    }
+    let step = |b: &mut AppBundle, d: Option<&Deployment>| {
+        let s = compute(b, &observe(d, &svc), None, "cluster.local", &now());
+        let milestone = is_milestone(&b.status.clone().unwrap_or_default(), &s);
+        b.status = Some(s);
+        milestone
+    };
+    let created = deployment(2, json!({}));
+    let observed = deployment(
+        2,
+        json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3}),
+    );
+    let one_ready = deployment(
+        2,
+        json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 1, "availableReplicas": 1}),
+    );
+    let mut all_ready = rolled_out(3);
+    all_ready.metadata.generation = Some(2);
+    all_ready.status.as_mut().unwrap().observed_generation = Some(2);
+
+    assert!(
+        !step(&mut b, Some(&created)),
+        "the first status is progress: observedGeneration 0 said 'in progress' already"
+    );
+    assert!(
+        !step(&mut b, Some(&observed)),
+        "Ready Unknown -> False is progress"
+    );
+    assert!(!step(&mut b, Some(&one_ready)), "1 of 3 ready is progress");
+    assert!(step(&mut b, Some(&all_ready)), "Ready True is a milestone");
+    assert!(!step(&mut b, Some(&all_ready)), "nothing changed");
+
+    // A new spec: Ready leaves True.
+    b.metadata.generation = Some(3);
+    let mut rolling = deployment(
+        3,
+        json!({"observedGeneration": 3, "replicas": 4, "updatedReplicas": 1, "readyReplicas": 3, "availableReplicas": 3}),
+    );
+    assert!(
+        step(&mut b, Some(&rolling)),
+        "Ready leaving True is a milestone"
+    );
+    rolling.status.as_mut().unwrap().updated_replicas = Some(2);
+    assert!(
+        !step(&mut b, Some(&rolling)),
+        "the rollout's steps are progress"
+    );
+
+    // Stalled, then stalled for another reason: each a milestone.
+    let conflict = |message: &str| Blocker::NameConflict {
+        kind: "Deployment",
+        name: "frontend".into(),
+        message: message.into(),
+    };
+    let old = b.status.clone().unwrap();
+    let stalled = compute(
+        &b,
+        &observe(None, &svc),
+        Some(&conflict("a")),
+        "cluster.local",
+        &now(),
+    );
+    assert!(is_milestone(&old, &stalled));
+    let mut b2 = b.clone();
+    b2.status = Some(stalled.clone());
+    let refused = Blocker::WriteRefused {
+        kind: "Deployment",
+        message: "no".into(),
+        retry: false,
+    };
+    let other = compute(
+        &b2,
+        &observe(None, &svc),
+        Some(&refused),
+        "cluster.local",
+        &now(),
+    );
+    assert!(
+        is_milestone(&stalled, &other),
+        "another reason to be Stalled"
+    );
+    let same_reason = compute(
+        &b2,
+        &observe(None, &svc),
+        Some(&conflict("b")),
+        "cluster.local",
+        &now(),
+    );
+    assert!(
+        !is_milestone(&stalled, &same_reason),
+        "the same reason, another message"
+    );
+}
