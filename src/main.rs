@@ -85,12 +85,30 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A client configured as `Client::try_default` would be (in-cluster, or KUBECONFIG), that counts
+/// every request it sends in `kubundle_api_requests_total`.
+async fn counting_client(metrics: &Metrics) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let metrics = metrics.clone();
+    let count =
+        tower::ServiceBuilder::new().map_request(move |req: http::Request<kube::client::Body>| {
+            metrics.request(&req);
+            req
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count.into_inner())
+        .build())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
 
-    let client = match Client::try_default().await {
+    let metrics = Metrics::new();
+    let client = match counting_client(&metrics).await {
         Ok(client) => client,
         Err(e) => {
             error!(error = %e, "cannot configure a Kubernetes client (in-cluster config or KUBECONFIG)");
@@ -102,7 +120,6 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let metrics = Metrics::new();
     let instance = std::env::var("POD_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -5,6 +5,52 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The verbs of `kubundle_api_requests_total`.
+const VERBS: [&str; 8] = [
+    "GET", "LIST", "WATCH", "APPLY", "PATCH", "POST", "PUT", "DELETE",
+];
+
+/// The Kubernetes verb of a request to the API server, from its method, query and content type
+/// (a GET of a collection is a LIST, `watch=true` a WATCH; a PATCH of type apply-patch an APPLY).
+/// A GET whose path ends in a resource name cannot be told from a LIST of a subresource-less
+/// collection by the path alone, so named paths are read by their segment count.
+pub fn verb<B>(req: &http::Request<B>) -> &'static str {
+    let query = req.uri().query().unwrap_or("");
+    let watching = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match *req.method() {
+        http::Method::GET if watching => "WATCH",
+        http::Method::GET if is_collection(req.uri().path()) => "LIST",
+        http::Method::GET => "GET",
+        http::Method::PATCH => {
+            let apply = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/apply-patch"));
+            if apply { "APPLY" } else { "PATCH" }
+        }
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        _ => "GET",
+    }
+}
+
+/// A path names a collection: /api/v1/RESOURCE, /api/v1/namespaces/NS/RESOURCE,
+/// /apis/GROUP/VERSION/RESOURCE, /apis/GROUP/VERSION/namespaces/NS/RESOURCE (and the discovery
+/// paths, counted as reads of a list too).
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.first() {
+        Some(&"api") => &segments[segments.len().min(2)..],
+        Some(&"apis") => &segments[segments.len().min(3)..],
+        _ => return true,
+    };
+    matches!(rest, [] | [_] | ["namespaces", _, _])
+}
+
 /// The operator's metrics and their registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -17,6 +63,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Write requests to the API server by kind and verb.
     pub writes: IntCounterVec,
+    /// Every request to the API server, by verb (GET, LIST, WATCH, APPLY, PATCH, POST, PUT, DELETE).
+    pub requests: IntCounterVec,
     /// AppBundles by Ready condition status (True, False, Unknown), set at scrape time.
     pub appbundles: IntGaugeVec,
     /// 1 while this replica is the leader (or leader election is off), 0 while it stands by.
@@ -62,6 +110,14 @@ impl Metrics {
             &["kind", "verb"],
         )
         .unwrap();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "api_requests_total",
+                "Requests kubundle sent to the API server (reads, watches and writes), by verb",
+            ),
+            &["verb"],
+        )
+        .unwrap();
         let appbundles = IntGaugeVec::new(
             Opts::new(
                 "appbundles",
@@ -90,6 +146,7 @@ impl Metrics {
             Box::new(reconcile_duration.clone()),
             Box::new(errors.clone()),
             Box::new(writes.clone()),
+            Box::new(requests.clone()),
             Box::new(appbundles.clone()),
         ] {
             registry.register(c).unwrap();
@@ -120,17 +177,26 @@ impl Metrics {
         ] {
             writes.with_label_values(&[kind, verb]).reset();
         }
+        for verb in VERBS {
+            requests.with_label_values(&[verb]).reset();
+        }
         Metrics {
             registry,
             reconciles,
             reconcile_duration,
             errors,
             writes,
+            requests,
             appbundles,
             leader,
             watch_errors,
             process,
         }
+    }
+
+    /// Counts one request to the API server, by its Kubernetes verb.
+    pub fn request<B>(&self, req: &http::Request<B>) {
+        self.requests.with_label_values(&[verb(req)]).inc();
     }
 
     /// Counts one write request.
@@ -193,5 +259,95 @@ fn cpu_seconds_family() -> prometheus::proto::MetricFamily {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, uri: &str, content_type: Option<&str>) -> http::Request<()> {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            b = b.header(http::header::CONTENT_TYPE, ct);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn requests_are_counted_by_their_kubernetes_verb() {
+        let cases = [
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/a/deployments/web",
+                None,
+                "GET",
+            ),
+            (
+                "GET",
+                "/apis/apps/v1/deployments?labelSelector=x",
+                None,
+                "LIST",
+            ),
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/a/deployments?limit=500",
+                None,
+                "LIST",
+            ),
+            (
+                "GET",
+                "/apis/apps/v1/deployments?watch=true&resourceVersion=5",
+                None,
+                "WATCH",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods?labelSelector=x",
+                None,
+                "LIST",
+            ),
+            ("GET", "/api/v1/namespaces/a", None, "GET"),
+            (
+                "GET",
+                "/apis/kubundle.dev/v1alpha1/namespaces/a/appbundles/web/status",
+                None,
+                "GET",
+            ),
+            ("GET", "/apis/gateway.networking.k8s.io/v1", None, "LIST"),
+            (
+                "PATCH",
+                "/api/v1/namespaces/a/services/web?fieldManager=kubundle&force=true",
+                Some("application/apply-patch+yaml"),
+                "APPLY",
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/a/services/web",
+                Some("application/merge-patch+json"),
+                "PATCH",
+            ),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/a/events",
+                None,
+                "POST",
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/kubundle",
+                None,
+                "PUT",
+            ),
+            (
+                "DELETE",
+                "/apis/policy/v1/namespaces/a/poddisruptionbudgets/web",
+                None,
+                "DELETE",
+            ),
+        ];
+        for (method, uri, ct, want) in cases {
+            assert_eq!(verb(&req(method, uri, ct)), want, "{method} {uri}");
+        }
     }
 }

@@ -10,10 +10,13 @@
 //!
 //! What is kept, per child: the whole object as compact JSON, without `metadata.managedFields`
 //! and `kubectl.kubernetes.io/last-applied-configuration` (together often larger than the rest),
-//! and the one fact kubundle needs from the managed fields: whether its own apply owns a
-//! Deployment's `spec.replicas` (for the autoscaler handover). Drift detection compares the
-//! rendering with this JSON exactly as it compared it with a fresh GET; readiness parses the
-//! status from it. About 2 KiB per Deployment and 1 KiB per Service.
+//! compressed (LZ4) against a dictionary of a typical Deployment and Service
+//! (`cache_dictionary.json`), and the one fact kubundle needs from the managed fields: whether
+//! its own apply owns a Deployment's `spec.replicas` (for the autoscaler handover). Drift
+//! detection compares the rendering with this JSON exactly as it compared it with a fresh GET;
+//! readiness parses the status from it. A kubundle Deployment is about 2 KiB of JSON and a
+//! Service 1 KiB; compressed, a few hundred bytes each (the dictionary holds their keys, the
+//! server's defaults and the usual status wording).
 //!
 //! What is not in the cache: objects without kubundle's label (a foreign object of a child's
 //! name). A child missing from the cache is therefore created with a precondition that it does
@@ -40,6 +43,11 @@ pub const MUST_NOT_EXIST: &str = "1";
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// What cached objects are compressed against: a kubundle Deployment and Service as the API
+/// server returns them (managed fields left out), so that what most children share with them
+/// (keys, defaults, status wording) costs a few bytes each.
+const DICTIONARY: &[u8] = include_bytes!("cache_dictionary.json");
+
 /// One cached child.
 #[derive(Debug)]
 pub struct Cached {
@@ -47,8 +55,8 @@ pub struct Cached {
     pub resource_version: String,
     /// kubundle's own apply (field manager `kubundle`) owns `spec.replicas`.
     pub owns_replicas: bool,
-    /// The object as compact JSON, without managed fields.
-    json: Box<str>,
+    /// The object as compact JSON, without managed fields, compressed against [`DICTIONARY`].
+    json: Box<[u8]>,
 }
 
 impl Cached {
@@ -72,15 +80,19 @@ impl Cached {
             uid: obj.uid().unwrap_or_default(),
             resource_version: obj.resource_version().unwrap_or_default(),
             owns_replicas,
-            json: serde_json::to_string(&slim)
-                .unwrap_or_default()
-                .into_boxed_str(),
+            json: lz4_flex::block::compress_prepend_size_with_dict(
+                &serde_json::to_vec(&slim).unwrap_or_default(),
+                DICTIONARY,
+            )
+            .into_boxed_slice(),
         }
     }
 
     /// The object (without managed fields).
     pub fn object(&self) -> DynamicObject {
-        serde_json::from_str(&self.json).expect("the cache holds what it serialized")
+        let json = lz4_flex::block::decompress_size_prepended_with_dict(&self.json, DICTIONARY)
+            .expect("the cache holds what it compressed");
+        serde_json::from_slice(&json).expect("the cache holds what it serialized")
     }
 
     /// Bytes this entry holds on the heap (for the memory figures in BENCHMARKS.md).
@@ -389,6 +401,26 @@ mod tests {
             ("apps/v1", "Deployment")
         );
         assert!(cached.heap_bytes() < 300, "{}", cached.heap_bytes());
+    }
+
+    #[test]
+    fn a_typical_child_is_cached_in_a_few_hundred_bytes() {
+        // A Deployment of another AppBundle, as the API server returns it.
+        let text = std::str::from_utf8(DICTIONARY)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap();
+        let json = text
+            .replace("example", "frontend")
+            .replace("nginx:1.27", "registry.example.com/shop/frontend:v5");
+        let mut d: DynamicObject = serde_json::from_str(&json).unwrap();
+        d.metadata.uid = Some("6a3e2f8e-0b7c-4d51-9c1e-3f0d2b8a7c55".into());
+        let cached = Cached::new(ChildKind::Deployment, &d);
+        assert!(json.len() > 1800);
+        assert!(cached.heap_bytes() < 400, "{} bytes", cached.heap_bytes());
+        let back = serde_json::to_value(cached.object()).unwrap();
+        assert_eq!(back, serde_json::to_value(&d).unwrap());
     }
 
     #[test]

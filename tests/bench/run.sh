@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark command: builds release binaries, brings the local cluster up, runs kubundle-bench
-# (floor and kubundle at each size), and writes tests/bench/results/{results.json,bench.png}.
-#   tests/bench/run.sh                       # N = 100, 1000, 5000
-#   tests/bench/run.sh --sizes 100,1000      # any kubundle-bench flags
+# (floor and kubundle at each size), writes tests/bench/results/{results.json,bench.png} and
+# rewrites the generated tables in BENCHMARKS.md.
+#   tests/bench/run.sh                                   # N = 100, 1000, 5000, once
+#   tests/bench/run.sh --sizes 1000,5000 --repeats 2     # any kubundle-bench flags
 # Takes minutes (progress is printed); the AppBundle CRD is installed if missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

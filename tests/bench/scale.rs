@@ -46,9 +46,17 @@ struct Args {
     /// Where the JSON and the PNG go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Only redraw the table and the plot from OUT/results.json.
+    /// Rounds: every size is run this many times, interleaved (100, 1000, 100, 1000, ...); the
+    /// tables give the range over the rounds.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Only redraw the tables and the plot from OUT/results.json.
     #[arg(long)]
     plot_only: bool,
+    /// The Markdown file whose generated tables (between `<!-- bench:begin -->` and
+    /// `<!-- bench:end -->`) are rewritten from the results.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    markdown: PathBuf,
     /// Measure convergence only (floor, then kubundle until Ready); skip the steady state, the
     /// restart and the image update. For quick comparisons while working on the operator.
     #[arg(long)]
@@ -61,12 +69,18 @@ struct Args {
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
 struct Result {
     n: usize,
+    /// Which round of `--repeats` (0-based).
+    #[serde(default)]
+    round: usize,
     /// Floor: seconds until all 2N children were applied, and until all N Deployments were Available.
     floor_children_s: f64,
     floor_available_s: f64,
     /// kubundle: seconds from creating N AppBundles until all 2N children exist, and until all N are Ready.
     kubundle_children_s: f64,
     kubundle_ready_s: f64,
+    /// kubundle: seconds until all N Deployments were Available (the floor's measure).
+    #[serde(default)]
+    kubundle_available_s: f64,
     ratio_children: f64,
     ratio_ready: f64,
     /// CPU seconds the control plane's processes (etcd, kube-apiserver, kube-controller-manager,
@@ -88,6 +102,13 @@ struct Result {
     requests_per_bundle: BTreeMap<String, f64>,
     /// kubundle's own count of writes per AppBundle, by kind and verb.
     operator_writes_per_bundle: BTreeMap<String, f64>,
+    /// kubundle's own count of every request per AppBundle (kubundle_api_requests_total), by verb,
+    /// from creating the AppBundles until all were Ready.
+    #[serde(default)]
+    operator_requests_per_bundle: BTreeMap<String, f64>,
+    /// Resident set size (VmRSS, MiB) at the end of the steady-state window.
+    #[serde(default)]
+    operator_steady_rss_mib: f64,
     /// Writes during the steady-state window: kubundle's counter, and the API server's.
     steady_writes_operator: f64,
     steady_writes_apiserver: f64,
@@ -357,10 +378,15 @@ impl Operator {
 
     /// Peak resident set size (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
+        self.rss_mib("VmHWM:")
+    }
+
+    /// A memory figure of /proc/PID/status (VmHWM:, VmRSS:), MiB.
+    fn rss_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let kb: f64 = status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(field))
             .unwrap()
             .split_whitespace()
             .nth(1)
@@ -580,6 +606,15 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
         format!("kubundle N={n}: AppBundles Ready"),
         |b: &AppBundle| is_ready_on(b, "nginx:1.27"),
     ));
+    let available = tokio::spawn(track(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default().labels(&bench_selector()),
+        n,
+        t0,
+        format!("kubundle N={n}: Deployments Available"),
+        |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1),
+    ));
+    let requests_own_before = series_sum(&operator.metrics().await, "kubundle_api_requests_total");
     stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
@@ -601,6 +636,8 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
     ));
     result.kubundle_children_s = deployments.await.unwrap().max(services.await.unwrap());
     result.kubundle_ready_s = ready.await.unwrap();
+    result.kubundle_available_s = available.await.unwrap();
+    let requests_own_after = series_sum(&operator.metrics().await, "kubundle_api_requests_total");
     result.kubundle_control_plane_cpu_s =
         cpu_delta(&cpu_before, &control_plane_cpu(&args.cluster_dir));
     result.operator_cpu_s = operator.cpu_seconds();
@@ -631,6 +668,17 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
                 verb,
             )),
         );
+    }
+    for (series, value) in &requests_own_after {
+        let d = value - requests_own_before.get(series).unwrap_or(&0.0);
+        if d > 0.0 {
+            let verb = series
+                .trim_start_matches("{verb=\"")
+                .trim_end_matches("\"}");
+            result
+                .operator_requests_per_bundle
+                .insert(verb.to_string(), per(d));
+        }
     }
     let writes_after = series_sum(&operator.metrics().await, "kubundle_api_writes_total");
     for (series, value) in &writes_after {
@@ -670,6 +718,7 @@ async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
     result.steady_writes_operator = ours2.values().sum::<f64>() - ours.values().sum::<f64>();
     result.steady_writes_apiserver = server_writes(&server, &server2);
     result.steady_seconds = args.steady_seconds;
+    result.operator_steady_rss_mib = operator.rss_mib("VmRSS:");
     result.operator_peak_rss_mib = operator.peak_rss_mib();
     result.operator_cpu_s = operator.cpu_seconds();
 
@@ -796,11 +845,194 @@ fn print_table(results: &[Result]) {
     }
 }
 
+/// The results of each size, in size order.
+fn by_size(results: &[Result]) -> Vec<(usize, Vec<&Result>)> {
+    let mut sizes: Vec<usize> = results.iter().map(|r| r.n).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .map(|n| (n, results.iter().filter(|r| r.n == n).collect()))
+        .collect()
+}
+
+/// "min–max" of a figure over rounds (one value when they agree at this precision).
+fn range(rs: &[&Result], decimals: usize, value: impl Fn(&Result) -> f64) -> String {
+    let values: Vec<f64> = rs.iter().map(|r| value(r)).collect();
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (a, b) = (format!("{min:.decimals$}"), format!("{max:.decimals$}"));
+    if a == b { a } else { format!("{a}–{b}") }
+}
+
+fn sum(map: &BTreeMap<String, f64>) -> f64 {
+    map.values().sum()
+}
+
+fn own_writes(r: &Result) -> f64 {
+    ["APPLY", "PATCH", "POST", "PUT", "DELETE"]
+        .iter()
+        .map(|v| r.operator_requests_per_bundle.get(*v).unwrap_or(&0.0))
+        .sum()
+}
+
+/// The generated part of BENCHMARKS.md: every column, min–max over the rounds.
+fn markdown(results: &[Result]) -> String {
+    let sizes = by_size(results);
+    let rounds = results.iter().map(|r| r.round).max().unwrap_or(0) + 1;
+    let mut out = format!(
+        "Generated by `tests/bench/run.sh` from `tests/bench/results/results.json`: {} round(s) \
+         per size, interleaved; each cell is the range over the rounds.\n\n",
+        rounds
+    );
+    out.push_str(
+        "| N | floor: children / all Available | kubundle: children / all Available / all Ready | Ready ÷ floor Available | control-plane CPU, floor / kubundle | operator CPU |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (n, rs) in &sizes {
+        out.push_str(&format!(
+            "| {n} | {} s / {} s | {} s / {} s / {} s | {} | {} s / {} s | {} s |\n",
+            range(rs, 1, |r| r.floor_children_s),
+            range(rs, 1, |r| r.floor_available_s),
+            range(rs, 1, |r| r.kubundle_children_s),
+            range(rs, 1, |r| r.kubundle_available_s),
+            range(rs, 1, |r| r.kubundle_ready_s),
+            range(rs, 2, |r| r.ratio_ready),
+            range(rs, 1, |r| r
+                .floor_control_plane_cpu_s
+                .get("total")
+                .copied()
+                .unwrap_or(0.0)),
+            range(rs, 1, |r| r
+                .kubundle_control_plane_cpu_s
+                .get("total")
+                .copied()
+                .unwrap_or(0.0)),
+            range(rs, 1, |r| r.operator_cpu_s),
+        ));
+    }
+    out.push_str(
+        "\n| N | API requests per AppBundle (all clients), floor / kubundle | kubundle's own requests per AppBundle (writes) | kubundle's own, by verb |\n\
+         |---|---|---|---|\n",
+    );
+    for (n, rs) in &sizes {
+        let verbs: Vec<String> = [
+            "GET", "LIST", "WATCH", "APPLY", "PATCH", "POST", "PUT", "DELETE",
+        ]
+        .iter()
+        .filter(|v| {
+            rs.iter()
+                .any(|r| r.operator_requests_per_bundle.contains_key(**v))
+        })
+        .map(|v| {
+            format!(
+                "{v} {}",
+                range(rs, 2, |r| r
+                    .operator_requests_per_bundle
+                    .get(*v)
+                    .copied()
+                    .unwrap_or(0.0))
+            )
+        })
+        .collect();
+        out.push_str(&format!(
+            "| {n} | {} / {} | {} ({}) | {} |\n",
+            range(rs, 1, |r| sum(&r.floor_cluster_requests_per_bundle)),
+            range(rs, 1, |r| sum(&r.kubundle_cluster_requests_per_bundle)),
+            range(rs, 2, |r| sum(&r.operator_requests_per_bundle)),
+            range(rs, 2, own_writes),
+            verbs.join(", "),
+        ));
+    }
+    out.push_str(
+        "\n| N | peak RSS: creating / restart + image update | RSS at steady state | writes in the steady window (own / API server) | restart: all reconciled / writes | image update: all Ready on the new image |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (n, rs) in &sizes {
+        out.push_str(&format!(
+            "| {n} | {} / {} MiB | {} MiB | {} / {} in {} s | {} s / {} | {} s |\n",
+            range(rs, 1, |r| r.operator_peak_rss_mib),
+            range(rs, 1, |r| r.operator_peak_rss_after_update_mib),
+            range(rs, 1, |r| r.operator_steady_rss_mib),
+            range(rs, 0, |r| r.steady_writes_operator),
+            range(rs, 0, |r| r.steady_writes_apiserver),
+            rs[0].steady_seconds,
+            range(rs, 1, |r| r.restart_reconciled_s),
+            range(rs, 0, |r| r.restart_writes),
+            range(rs, 1, |r| r.image_update_ready_s),
+        ));
+    }
+    out.push_str("\nRequests per AppBundle, kubundle minus floor, by resource and verb (all clients; differences of at least 0.1):\n\n");
+    for (n, rs) in &sizes {
+        let keys: std::collections::BTreeSet<&String> = rs
+            .iter()
+            .flat_map(|r| {
+                r.floor_cluster_requests_per_bundle
+                    .keys()
+                    .chain(r.kubundle_cluster_requests_per_bundle.keys())
+            })
+            .collect();
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let d = |r: &Result| {
+                    r.kubundle_cluster_requests_per_bundle
+                        .get(key)
+                        .unwrap_or(&0.0)
+                        - r.floor_cluster_requests_per_bundle.get(key).unwrap_or(&0.0)
+                };
+                rs.iter()
+                    .any(|r| d(r).abs() >= 0.1)
+                    .then(|| format!("{key} {}", range(rs, 2, d)))
+            })
+            .collect();
+        out.push_str(&format!("- N = {n}: {}\n", diffs.join(", ")));
+    }
+    out
+}
+
+/// Rewrites the generated tables in `args.markdown` (between its markers), if it has them.
+fn write_markdown(results: &[Result], args: &Args) {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let Ok(text) = std::fs::read_to_string(&args.markdown) else {
+        return;
+    };
+    let (Some(a), Some(b)) = (text.find(BEGIN), text.find(END)) else {
+        log(format!(
+            "{} has no {BEGIN} ... {END} markers; not rewritten",
+            args.markdown.display()
+        ));
+        return;
+    };
+    let updated = format!("{}{BEGIN}\n{}{}", &text[..a], markdown(results), &text[b..]);
+    std::fs::write(&args.markdown, updated).unwrap();
+    log(format!("rewrote the tables in {}", args.markdown.display()));
+}
+
 /// A plotted series: its label, colour, and value for one result.
 type Line = (&'static str, plotters::style::RGBColor, fn(&Result) -> f64);
 
 fn plot(results: &[Result], path: &Path) {
     use plotters::prelude::*;
+    // One point per size: the mean over the rounds.
+    let mean = |rs: &[&Result], f: fn(&Result) -> f64| {
+        rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64
+    };
+    let merged: Vec<Result> = by_size(results)
+        .into_iter()
+        .map(|(n, rs)| Result {
+            n,
+            floor_available_s: mean(&rs, |r| r.floor_available_s),
+            kubundle_ready_s: mean(&rs, |r| r.kubundle_ready_s),
+            image_update_ready_s: mean(&rs, |r| r.image_update_ready_s),
+            restart_reconciled_s: mean(&rs, |r| r.restart_reconciled_s),
+            operator_peak_rss_mib: mean(&rs, |r| r.operator_peak_rss_mib),
+            operator_peak_rss_after_update_mib: mean(&rs, |r| r.operator_peak_rss_after_update_mib),
+            ..Result::default()
+        })
+        .collect();
+    let results = &merged[..];
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1100, 450)).into_drawing_area();
@@ -955,6 +1187,7 @@ async fn main() {
         let text = std::fs::read_to_string(args.out.join("results.json")).unwrap();
         let results: Vec<Result> = serde_json::from_str(&text).unwrap();
         print_table(&results);
+        write_markdown(&results, &args);
         plot(&results, &args.out.join("bench.png"));
         return;
     }
@@ -962,35 +1195,43 @@ async fn main() {
         .await
         .expect("KUBECONFIG: run with the local cluster's env");
     let mut results = Vec::new();
-    for &n in &args.sizes {
-        log(format!(
-            "=== N = {n}: floor (direct server-side apply of {} children, concurrency {})",
-            2 * n,
-            args.concurrency
-        ));
-        let floor = floor(&client, n, &args).await;
-        let mut r = Result {
-            n,
-            floor_children_s: floor.children,
-            floor_available_s: floor.available,
-            floor_control_plane_cpu_s: floor.cpu,
-            floor_cluster_requests_per_bundle: floor.requests,
-            ..Result::default()
-        };
-        log(format!(
-            "=== N = {n}: kubundle (--concurrency {})",
-            args.concurrency
-        ));
-        kubundle(&client, n, &args, &mut r).await;
-        r.ratio_children = r.kubundle_children_s / r.floor_children_s;
-        r.ratio_ready = r.kubundle_ready_s / r.floor_available_s;
-        results.push(r);
-        print_table(&results);
-        std::fs::write(
-            args.out.join("results.json"),
-            serde_json::to_string_pretty(&results).unwrap(),
-        )
-        .unwrap();
+    for round in 0..args.repeats {
+        for &n in &args.sizes {
+            log(format!(
+                "=== round {}/{}, N = {n}: floor (direct server-side apply of {} children, concurrency {})",
+                round + 1,
+                args.repeats,
+                2 * n,
+                args.concurrency
+            ));
+            let floor = floor(&client, n, &args).await;
+            let mut r = Result {
+                n,
+                round,
+                floor_children_s: floor.children,
+                floor_available_s: floor.available,
+                floor_control_plane_cpu_s: floor.cpu,
+                floor_cluster_requests_per_bundle: floor.requests,
+                ..Result::default()
+            };
+            log(format!(
+                "=== round {}/{}, N = {n}: kubundle (--concurrency {})",
+                round + 1,
+                args.repeats,
+                args.concurrency
+            ));
+            kubundle(&client, n, &args, &mut r).await;
+            r.ratio_children = r.kubundle_children_s / r.floor_children_s;
+            r.ratio_ready = r.kubundle_ready_s / r.floor_available_s;
+            results.push(r);
+            print_table(&results);
+            std::fs::write(
+                args.out.join("results.json"),
+                serde_json::to_string_pretty(&results).unwrap(),
+            )
+            .unwrap();
+            write_markdown(&results, &args);
+        }
     }
     let png = args.out.join("bench.png");
     plot(&results, &png);
