@@ -27,12 +27,18 @@ impl EventType {
     }
 }
 
+/// Events sent at the same time, at most. Events are published in the background; when
+/// thousands of AppBundles change at once, the rest wait their turn (a few hundred bytes each)
+/// instead of each holding a request and its buffers open.
+const IN_FLIGHT: usize = 16;
+
 /// Creates Events as `reportingController` kubundle, `reportingInstance` this process.
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
     controller: String,
     instance: String,
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Publisher {
@@ -41,6 +47,7 @@ impl Publisher {
             client,
             controller: controller.into(),
             instance: instance.into(),
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         }
     }
 
@@ -64,6 +71,8 @@ impl Publisher {
             k8s_openapi::jiff::Timestamp::now(),
         );
         let ns = regarding.namespace.as_deref().unwrap_or("default");
+        // (Stamped when it happened, sent when its turn comes.)
+        let _turn = self.in_flight.acquire().await;
         Api::<Event>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &event)
             .await

@@ -1031,5 +1031,47 @@ async fn a_new_bundle_is_reported_once_it_is_up_and_its_progress_is_paced() {
         ),
         "{note}"
     );
+
+    // A new image: one Event when it is rolled out, none for the Deployment's update on the way.
+    apply_yaml(
+        &ns,
+        &simple_bundle("paced", "  replicas: 3\n").replace("nginx:1.27", "nginx:1.28"),
+    );
+    wait_bundle(
+        &api,
+        "paced",
+        SECONDS_30,
+        "paced Ready on nginx:1.28",
+        |b| is_ready(b) && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some("nginx:1.28"),
+    )
+    .await;
+    let notes = eventually(SECONDS_30, "the update's RolledOut Event", || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let notes: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("AppBundle")
+                    && e.type_.as_deref() == Some("Normal")
+            })
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+        if notes.len() >= 2 {
+            Ok(notes)
+        } else {
+            Err(format!("{notes:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes[1].0, "RolledOut", "{notes:?}");
+    assert!(
+        notes[1].1.contains("3 of 3 pods run nginx:1.28"),
+        "{notes:?}"
+    );
     delete_namespace(&client, &ns).await;
 }

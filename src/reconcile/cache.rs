@@ -25,7 +25,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::DynamicObject;
@@ -144,6 +145,8 @@ impl KindCache {
 pub struct ChildCache {
     kinds: HashMap<ChildKind, KindCache>,
     synced: Notify,
+    /// Until when reconciles wait for the first lists (set by the first wait).
+    sync_deadline: OnceLock<tokio::time::Instant>,
 }
 
 impl Default for ChildCache {
@@ -154,6 +157,7 @@ impl Default for ChildCache {
                 .map(|k| (k, KindCache::default()))
                 .collect(),
             synced: Notify::new(),
+            sync_deadline: OnceLock::new(),
         }
     }
 }
@@ -254,16 +258,23 @@ impl ChildCache {
             .all(|c| c.synced.load(AtomicOrdering::Acquire))
     }
 
-    /// Waits until [`ChildCache::is_synced`]: before that, a child missing from the cache may
-    /// exist, and a reconcile would try to create it again.
-    pub async fn wait_synced(&self) {
-        loop {
-            let notified = self.synced.notified();
-            if self.is_synced() {
-                return;
+    /// Waits until [`ChildCache::is_synced`] (before that, a child missing from the cache may
+    /// exist), but not past `limit` after the first call: a kind whose watch cannot list (RBAC
+    /// taken away, say) must not hold every reconcile back; its children are then read with GETs.
+    pub async fn wait_synced(&self, limit: Duration) {
+        let deadline = *self
+            .sync_deadline
+            .get_or_init(|| tokio::time::Instant::now() + limit);
+        let synced = async {
+            loop {
+                let notified = self.synced.notified();
+                if self.is_synced() {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
-        }
+        };
+        let _ = tokio::time::timeout_at(deadline, synced).await;
     }
 
     /// Entries and heap bytes held, over all kinds.
@@ -421,6 +432,23 @@ mod tests {
         assert!(cached.heap_bytes() < 400, "{} bytes", cached.heap_bytes());
         let back = serde_json::to_value(cached.object()).unwrap();
         assert_eq!(back, serde_json::to_value(&d).unwrap());
+    }
+
+    #[tokio::test]
+    async fn reconciles_wait_for_the_first_lists_until_one_deadline() {
+        let c = ChildCache::default();
+        let t = std::time::Instant::now();
+        c.wait_synced(Duration::from_millis(200)).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(190),
+            "waited for the lists"
+        );
+        let t = std::time::Instant::now();
+        c.wait_synced(Duration::from_millis(200)).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "past the deadline, a kind that cannot list holds no reconcile back"
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         writer,
         resilient(
             "appbundles",
-            watcher(bundles, watcher::Config::default()),
+            watcher(bundles, watcher::Config::default().page_size(LIST_PAGE)),
             health.clone(),
             ctx.metrics.clone(),
         )
@@ -239,9 +239,16 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     )
 }
 
+/// Objects per page of a watch's (re-)list. A page is parsed whole before its objects are
+/// slimmed and cached, so it bounds the transient memory of a list: 500 (kube's default) full
+/// Deployments parse into tens of MiB, about as much as the whole cache of 5,000 AppBundles.
+const LIST_PAGE: u32 = 100;
+
 /// Child watches see only objects with kubundle's managed-by label.
 fn ours_config() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+    watcher::Config::default()
+        .labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+        .page_size(LIST_PAGE)
 }
 
 async fn reconcile(obj: Arc<CachedBundle>, ctx: Arc<Context>) -> Result<Action> {

@@ -18,7 +18,7 @@ use super::report::{publish, write_status};
 use super::status::{self, Blocker, Observed};
 use super::{CachedBundle, Context};
 use super::{handover, pods};
-use crate::api::{AppBundle, STALLED, TRUE, find_condition, reason};
+use crate::api::{AppBundle, READY, STALLED, TRUE, find_condition, reason};
 use crate::error::Result;
 use crate::events::EventType;
 use crate::render::{self, ChildKind};
@@ -27,8 +27,8 @@ use crate::render::{self, ChildKind};
 /// conflict with an object that is not kubundle's, a child still terminating).
 const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
 
-/// How long a reconcile waits for the children's watches to list at startup before it reads the
-/// children of the kinds still unlisted from the API server.
+/// How long reconciles wait for the children's watches to list at startup (counted from the first
+/// reconcile) before they read the children of the kinds still unlisted from the API server.
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> {
@@ -83,7 +83,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     // Until every child kind has listed once, the cache cannot tell a missing child from one not
     // listed yet: wait a little (at startup), then read what is still unknown from the API server.
     if !ctx.cache.is_synced() {
-        let _ = tokio::time::timeout(CACHE_SYNC_WAIT, ctx.cache.wait_synced()).await;
+        ctx.cache.wait_synced(CACHE_SYNC_WAIT).await;
     }
     // Children the spec no longer asks for, from the cache (no request).
     let stale: Vec<Stale> = ChildKind::ALL
@@ -240,21 +240,6 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         if blocker.is_none() {
             blocker = set.iter().find_map(Child::blocker);
         }
-        // A new AppBundle's children are announced with its first rollout (one Event: "it is
-        // up, and this is what it is made of"), not as a step of their own.
-        // (Its status until kubundle's first write is the CRD's default, observedGeneration 0.)
-        let first_creation = bundle
-            .status
-            .as_ref()
-            .and_then(|s| s.observed_generation)
-            .unwrap_or(0)
-            == 0
-            && changes
-                .iter()
-                .all(|(_, c)| matches!(c, Change::Created | Change::None));
-        if !first_creation {
-            announce(ctx, &reference, &name, &changes);
-        }
         if namespace_terminating {
             // The namespace is being deleted, the AppBundle with it: the namespace controller
             // deletes the children first, and nothing may be created there any more. Nothing to
@@ -263,7 +248,9 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             return Ok(Action::await_change());
         }
         if let Some(e) = transient {
-            // Retried with backoff; the status stays as it was (nothing definite to say).
+            // Retried with backoff; the status stays as it was (nothing definite to say), and
+            // what did change is told now.
+            announce(ctx, &reference, &name, &changes);
             return Err(e.into());
         }
     }
@@ -306,6 +293,28 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         .map(|c| format!("{} {name}", c.kind.name()))
         .collect::<Vec<_>>()
         .join(", ");
+    // The children's changes, in one Event, unless an Event to come tells it: a new AppBundle's
+    // first rollout names its children, and a new spec that starts a rollout is told by
+    // RolledOut when it is done. Drift undone, a child re-created or pruned, and a new spec that
+    // changes no pod are told now.
+    let never_reported = bundle
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0)
+        == 0;
+    let first_rollout = never_reported
+        && changes
+            .iter()
+            .all(|(_, c)| matches!(c, Change::Created | Change::None));
+    let new_spec =
+        bundle.status.as_ref().and_then(|s| s.observed_generation) != bundle.metadata.generation;
+    let rolling_out = blocker.is_none()
+        && find_condition(&status.conditions, READY).is_none_or(|c| c.status != TRUE);
+    let told_later = first_rollout || (new_spec && rolling_out);
+    if !told_later {
+        announce(ctx, &reference, &name, &changes);
+    }
     let held_back = write_status(ctx, &status_api, &bundle, &status, &reference, &made_of).await?;
 
     // When to look again without a watch event (None: only on one).
