@@ -519,4 +519,94 @@ mod isolated {
         assert_eq!(fine.spec.image, "nginx:1.28");
         delete_namespace(&client, &ns).await;
     }
+
+    /// Deleting a namespace with AppBundles in it: the namespace controller deletes their
+    /// children too, often before the AppBundles. kubundle then tries to create them again and
+    /// the API server refuses (403, NamespaceTerminating); kubundle lets it be, as the AppBundle
+    /// is about to go: no AppBundle turns Stalled, no Event. (Before: each such AppBundle turned
+    /// Stalled WriteRefused, with a Warning Event apiece, for objects nobody could look at any
+    /// more.) Status writes that say the pods are going are still allowed: they are true.
+    #[tokio::test]
+    async fn a_namespace_being_deleted_stalls_nothing_and_gets_no_events() {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+
+        let client = client().await;
+        wait_for_test_namespaces_to_go(&client).await;
+        let ns = create_namespace(&client, "nsdelete").await;
+        let yaml: String = (0..20)
+            .map(|i| {
+                format!(
+                    "---\napiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: app-{i}}}\n\
+                     spec: {{image: nginx, ports: [{{containerPort: 80}}]}}\n"
+                )
+            })
+            .collect();
+        apply_yaml(&ns, &yaml);
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        eventually(Duration::from_secs(60), "20 AppBundles Ready", || async {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list.items.iter().filter(|b| is_ready(b)).count();
+            if ready == 20 {
+                Ok(())
+            } else {
+                Err(format!("{ready} Ready"))
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Every Stalled condition any of them shows from now on.
+        let stalled = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = {
+            let (api, stalled) = (api.clone(), stalled.clone());
+            tokio::spawn(async move {
+                let mut stream = watcher(api, watcher::Config::default())
+                    .applied_objects()
+                    .boxed();
+                while let Some(Ok(b)) = stream.next().await {
+                    if let Some(c) = condition_of(&b, "Stalled").filter(|c| c.0 == "True") {
+                        stalled.lock().unwrap().push(c);
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let url = format!("{}/metrics", metrics_url());
+        let events = |m: &str| {
+            sample(
+                m,
+                r#"kubundle_api_writes_total{kind="Event",verb="publish"}"#,
+            )
+            .unwrap()
+        };
+        let before = events(&scrape(&url).await);
+        delete_namespace(&client, &ns).await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        eventually(
+            Duration::from_secs(120),
+            "the namespace to be gone",
+            || async {
+                match namespaces.get_opt(&ns).await.map_err(|e| e.to_string())? {
+                    None => Ok(()),
+                    Some(_) => Err("still there".into()),
+                }
+            },
+        )
+        .await;
+        recorder.abort();
+        let after = events(&scrape(&url).await);
+        assert_eq!(
+            after - before,
+            0.0,
+            "Events while the namespace was being deleted"
+        );
+        assert!(
+            stalled.lock().unwrap().is_empty(),
+            "AppBundles turned Stalled while their namespace was deleted: {:?}",
+            stalled.lock().unwrap()
+        );
+    }
 }
