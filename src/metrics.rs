@@ -6,7 +6,7 @@ use prometheus::{
 };
 
 /// The verbs of `kubundle_api_requests_total`.
-const VERBS: [&str; 8] = [
+pub const VERBS: [&str; 8] = [
     "GET", "LIST", "WATCH", "APPLY", "PATCH", "POST", "PUT", "DELETE",
 ];
 

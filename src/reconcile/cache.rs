@@ -96,7 +96,7 @@ impl Cached {
         serde_json::from_slice(&json).expect("the cache holds what it serialized")
     }
 
-    /// Bytes this entry holds on the heap (for the memory figures in BENCHMARKS.md).
+    /// Bytes this entry holds on the heap.
     pub fn heap_bytes(&self) -> usize {
         self.json.len() + self.uid.len() + self.resource_version.len()
     }
@@ -275,17 +275,6 @@ impl ChildCache {
             }
         };
         let _ = tokio::time::timeout_at(deadline, synced).await;
-    }
-
-    /// Entries and heap bytes held, over all kinds.
-    pub fn size(&self) -> (usize, usize) {
-        self.kinds.values().fold((0, 0), |(n, bytes), c| {
-            let objects = c.objects.read().unwrap();
-            (
-                n + objects.len(),
-                bytes + objects.values().map(|o| o.heap_bytes()).sum::<usize>(),
-            )
-        })
     }
 }
 

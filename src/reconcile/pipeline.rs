@@ -80,6 +80,14 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     }
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
     let name = bundle.name_any();
+    // kubundle has not written this AppBundle's status yet (it is the CRD's default,
+    // observedGeneration 0): its children, if any exist, were made in this very rollout.
+    let never_reported = bundle
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0)
+        == 0;
     // Until every child kind has listed once, the cache cannot tell a missing child from one not
     // listed yet: wait a little (at startup), then read what is still unknown from the API server.
     if !ctx.cache.is_synced() {
@@ -139,9 +147,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         // A child to create for an AppBundle seen before (it was deleted since): make sure the
         // AppBundle is not being deleted this very moment, which the cache may not show yet. A
         // create then would only hand the garbage collector more to delete.
-        if needed.contains(&Change::Created)
-            && bundle.status.as_ref().and_then(|s| s.observed_generation) > Some(0)
-        {
+        if needed.contains(&Change::Created) && !never_reported {
             let fresh = Api::<CachedBundle>::namespaced(ctx.client.clone(), &ns)
                 .get_metadata_opt(&name)
                 .await?;
@@ -297,12 +303,6 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     // first rollout names its children, and a new spec that starts a rollout is told by
     // RolledOut when it is done. Drift undone, a child re-created or pruned, and a new spec that
     // changes no pod are told now.
-    let never_reported = bundle
-        .status
-        .as_ref()
-        .and_then(|s| s.observed_generation)
-        .unwrap_or(0)
-        == 0;
     let first_rollout = never_reported
         && changes
             .iter()

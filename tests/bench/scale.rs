@@ -919,25 +919,23 @@ fn markdown(results: &[Result]) -> String {
          |---|---|---|---|\n",
     );
     for (n, rs) in &sizes {
-        let verbs: Vec<String> = [
-            "GET", "LIST", "WATCH", "APPLY", "PATCH", "POST", "PUT", "DELETE",
-        ]
-        .iter()
-        .filter(|v| {
-            rs.iter()
-                .any(|r| r.operator_requests_per_bundle.contains_key(**v))
-        })
-        .map(|v| {
-            format!(
-                "{v} {}",
-                range(rs, 2, |r| r
-                    .operator_requests_per_bundle
-                    .get(*v)
-                    .copied()
-                    .unwrap_or(0.0))
-            )
-        })
-        .collect();
+        let verbs: Vec<String> = kubundle::metrics::VERBS
+            .iter()
+            .filter(|v| {
+                rs.iter()
+                    .any(|r| r.operator_requests_per_bundle.contains_key(**v))
+            })
+            .map(|v| {
+                format!(
+                    "{v} {}",
+                    range(rs, 2, |r| r
+                        .operator_requests_per_bundle
+                        .get(*v)
+                        .copied()
+                        .unwrap_or(0.0))
+                )
+            })
+            .collect();
         out.push_str(&format!(
             "| {n} | {} / {} | {} ({}) | {} |\n",
             range(rs, 1, |r| sum(&r.floor_cluster_requests_per_bundle)),
