@@ -954,7 +954,16 @@ async fn a_new_bundle_is_reported_once_it_is_up_and_its_progress_is_paced() {
         "-p",
         r#"{"spec":{"hard":{"pods":"10"}}}"#,
     ]));
-    wait_bundle(&api, "paced", SECONDS_30, "paced Ready", is_ready).await;
+    // The ReplicaSet controller retries refused pod creations with exponential backoff (it
+    // does not watch quotas), so its next try may come many seconds after the quota is raised.
+    wait_bundle(
+        &api,
+        "paced",
+        Duration::from_secs(120),
+        "paced Ready",
+        is_ready,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     recorder.abort();
 
