@@ -39,6 +39,11 @@ struct Args {
     /// The cluster's DNS domain, used in status.address.url.
     #[arg(long, env = "KUBUNDLE_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Follow Secrets too: roll the pods of AppBundles with spec.rolloutOnConfigChange when a
+    /// Secret they use changes, and report missing Secrets. Needs get/list/watch on Secrets.
+    #[arg(long, env = "KUBUNDLE_FOLLOW_SECRETS")]
+    follow_secrets: bool,
+
     /// Run several replicas safely: only the holder of a coordination.k8s.io Lease reconciles.
     #[arg(long, env = "KUBUNDLE_LEADER_ELECT")]
     leader_elect: bool,
@@ -130,6 +135,7 @@ async fn main() -> ExitCode {
         concurrency: args.concurrency,
         cluster_domain: args.cluster_domain.clone(),
         gateway_api: kubundle::reconcile::gateway_api_served(&client).await,
+        follow_secrets: args.follow_secrets,
     };
     info!(
         gateway_api = settings.gateway_api,

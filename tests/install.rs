@@ -128,6 +128,8 @@ mod install {
                 "leaderElection.enabled=false",
                 "--set",
                 "logFormat=text",
+                "--set",
+                "configRollouts.secrets=true",
             ],
         ] {
             let mut lint = vec!["lint", CHART, "--strict"];
@@ -153,6 +155,27 @@ mod install {
                 out.status.success(),
                 "{values:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // configRollouts.secrets grants reading Secrets and tells the operator to follow them; by
+        // default neither.
+        for (secrets, expected) in [("false", false), ("true", true)] {
+            let rendered = run_ok(helm(&[
+                "template",
+                "kubundle",
+                CHART,
+                "--set",
+                &format!("configRollouts.secrets={secrets}"),
+            ]));
+            assert_eq!(
+                rendered.contains("- --follow-secrets"),
+                expected,
+                "{secrets}"
+            );
+            assert_eq!(
+                rendered.contains("resources: [secrets]"),
+                expected,
+                "{secrets}"
             );
         }
         // The monitoring objects need the Prometheus Operator's CRDs, which this cluster lacks: lint and render them.
@@ -331,7 +354,11 @@ mod install {
             ),
             (vec!["get", "secrets", "-A"], false),
             (vec!["list", "secrets", "-n", release_ns], false),
-            (vec!["get", "configmaps", "-A"], false),
+            // ConfigMaps: watched as metadata, read for spec.rolloutOnConfigChange; never written.
+            (vec!["get", "configmaps", "-A"], true),
+            (vec!["watch", "configmaps", "-A"], true),
+            (vec!["patch", "configmaps", "-A"], false),
+            (vec!["watch", "secrets", "-A"], false),
             (vec!["delete", "deployments.apps", "-A"], false),
             (vec!["create", "pods", "-A"], false),
             (vec!["list", "pods", "-A"], true),

@@ -452,6 +452,116 @@ mod real_node {
         delete_namespace(&client, &ns).await;
     }
 
+    /// Sidecars and init containers: the sidecar (Redis) starts first and keeps running beside the
+    /// main container (the guestbook frontend, which reads from it over localhost); the init
+    /// container runs between them and seeds an entry, which the frontend then serves. The
+    /// sidecar's readiness counts: when it restarts, the AppBundle is not Ready until it is back.
+    #[tokio::test]
+    async fn a_sidecar_runs_beside_the_main_container_and_an_init_container_before_it() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "sidecar").await;
+        let redis = image_env("REDIS_IMAGE");
+        let frontend = format!("{}:v1", image_env("FRONTEND_IMAGE"));
+        let seed = "seeded by the init container";
+        let extra = format!(
+            "  env:\n  - {{name: REDIS_LEADER_SERVICE_HOST, value: 127.0.0.1}}\n  - {{name: REDIS_FOLLOWER_SERVICE_HOST, value: 127.0.0.1}}\n\
+             \x20 readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}\n\
+             \x20 sidecars:\n  - name: redis\n    image: {redis}\n    args: [--protected-mode, \"no\", --save, \"\", --appendonly, \"no\"]\n\
+             \x20   startupProbe: {{tcpSocket: {{port: 6379}}, periodSeconds: 1}}\n\
+             \x20   readinessProbe: {{tcpSocket: {{port: 6379}}, periodSeconds: 1, initialDelaySeconds: 3}}\n\
+             \x20 initContainers:\n  - name: seed\n    image: {redis}\n    command: [/usr/bin/redis-cli, -h, 127.0.0.1, rpush, guestbook, \"{seed}\"]\n"
+        );
+        apply_yaml(&ns, &bundle("book", &frontend, 8080, &extra));
+        let api = bundles(&client, &ns);
+        wait_bundle(&api, "book", Duration::from_secs(90), "Ready", is_ready).await;
+
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pod = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let status = pod.status.clone().unwrap();
+        let init = status.init_container_statuses.clone().unwrap();
+        let started = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+            let state = c.state.clone().unwrap();
+            state
+                .running
+                .and_then(|r| r.started_at)
+                .or(state.terminated.and_then(|t| t.started_at))
+                .unwrap_or_else(|| panic!("{} has not started: {c:?}", c.name))
+                .0
+        };
+        let sidecar = init.iter().find(|c| c.name == "redis").unwrap();
+        assert!(
+            sidecar.state.as_ref().unwrap().running.is_some(),
+            "the sidecar keeps running: {sidecar:?}"
+        );
+        let seeded = init.iter().find(|c| c.name == "seed").unwrap();
+        let done = seeded
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .unwrap_or_else(|| panic!("the init container ran to its end: {seeded:?}"));
+        assert_eq!(done.exit_code, 0, "{seeded:?}");
+        let main = &status.container_statuses.clone().unwrap()[0];
+        assert_eq!(main.name, "book");
+        assert!(
+            started(sidecar) <= started(seeded),
+            "the sidecar starts first"
+        );
+        assert!(
+            done.finished_at.clone().unwrap().0 <= started(main),
+            "the main container starts after the init container has finished"
+        );
+
+        // The frontend serves the entry the init container wrote into the sidecar's Redis.
+        let url = service_url(&client, &ns, "book", false).await;
+        eventually(
+            Duration::from_secs(20),
+            "the seeded entry served",
+            || async {
+                let (code, body) = http_get(&format!("{url}/entries")).await?;
+                if code == 200 && body.contains(seed) {
+                    Ok(())
+                } else {
+                    Err(format!("{code} {body}"))
+                }
+            },
+        )
+        .await;
+
+        // The sidecar's readiness is the pod's: stop its Redis, and the AppBundle dips.
+        let name = pod.metadata.name.clone().unwrap();
+        let _ = run(kubectl(&[
+            "exec",
+            "-n",
+            &ns,
+            &name,
+            "-c",
+            "redis",
+            "--",
+            "/usr/bin/redis-cli",
+            "shutdown",
+            "nosave",
+        ]));
+        dips_and_recovers(&api, "book", "the sidecar's exit").await;
+        let restarted = pods.get(&name).await.unwrap();
+        let sidecar_restarts = restarted
+            .status
+            .unwrap()
+            .init_container_statuses
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == "redis")
+            .unwrap()
+            .restart_count;
+        assert_eq!(sidecar_restarts, 1, "the sidecar restarted in the same pod");
+        delete_namespace(&client, &ns).await;
+    }
+
     /// Each way a pod fails shows in the AppBundle's Ready reason within 20 s of the apply, in
     /// the kubelet's or the scheduler's words, Stalled where it will not fix itself; and clears
     /// once the AppBundle is fixed.
@@ -471,6 +581,33 @@ mod real_node {
                 false,
                 "keeps exiting with code 1".to_string(),
                 bundle("crash", &redis, 6379, ""),
+            ),
+            (
+                "initfail",
+                bundle(
+                    "initfail",
+                    &redis,
+                    6379,
+                    "  initContainers:\n  - {name: migrate, image: REDIS, command: [/usr/bin/redis-cli, -h, 127.0.0.1, -p, \"1\", ping]}\n",
+                )
+                .replace("REDIS", &redis),
+                "CrashLoopBackOff",
+                false,
+                "init container migrate of pod".to_string(),
+                bundle("initfail", &redis, 6379, ""),
+            ),
+            (
+                "noconfig",
+                bundle(
+                    "noconfig",
+                    &redis,
+                    6379,
+                    "  envFrom: [{configMapRef: {name: absent-settings}}]\n",
+                ),
+                "ConfigMissing",
+                false,
+                "ConfigMap absent-settings (used by spec.envFrom[0]) does not exist".to_string(),
+                bundle("noconfig", &redis, 6379, ""),
             ),
             (
                 "nopull",

@@ -550,9 +550,39 @@ async fn more_invalid_bundles_are_refused_at_apply_time() {
             "  podTemplate:\n    volumes: [{name: data, emptyDir: {sizeLimit: huge}}]\n",
             "sizeLimit",
         ),
+        // (NAME is the AppBundle's name, which the main container has)
+        (
+            "  sidecars: [{name: NAME, image: proxy}]\n",
+            "spec.sidecars[].name must differ from the AppBundle's name",
+        ),
+        (
+            "  initContainers: [{name: NAME, image: migrate}]\n",
+            "spec.initContainers[].name must differ from the AppBundle's name",
+        ),
+        (
+            "  sidecars: [{name: proxy, image: proxy}]\n  initContainers: [{name: proxy, image: migrate}]\n",
+            "a name cannot be both in spec.sidecars and in spec.initContainers",
+        ),
+        (
+            "  sidecars: [{name: proxy, image: proxy}, {name: proxy, image: logs}]\n",
+            "Duplicate value",
+        ),
+        (
+            "  sidecars: [{name: proxy, image: proxy, restartPolicy: OnFailure}]\n",
+            "spec.sidecars[].restartPolicy can only be Always",
+        ),
+        (
+            "  initContainers: [{name: migrate, image: migrate, restartPolicy: Always}]\n",
+            "spec.initContainers[].restartPolicy must not be set",
+        ),
+        (
+            "  sidecars: [{name: Log_Shipper, image: logs}]\n",
+            "spec.sidecars[0].name",
+        ),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
-        let yaml = bundle_yaml(&format!("bad{i}"), extra);
+        let name = format!("bad{i}");
+        let yaml = bundle_yaml(&name, &extra.replace("NAME", &name));
         let out = kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} was admitted:\n{extra}");

@@ -56,6 +56,9 @@ pub mod reason {
     pub const WAITING_FOR_INGRESS: &str = "WaitingForIngressAddress";
     /// Nothing is in progress or stalled.
     pub const DONE: &str = "Done";
+    /// A ConfigMap or Secret the pods use (not marked optional) does not exist: they cannot
+    /// start until it does.
+    pub const CONFIG_MISSING: &str = "ConfigMissing";
     /// A transient error; kubundle retries with backoff.
     pub const RETRYING: &str = "Retrying";
 }

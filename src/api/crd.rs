@@ -15,6 +15,8 @@
 //! - Volume and mount names are bounded (DNS labels, 63 characters), which keeps the CEL rule
 //!   "every mount names a declared volume" inside the API server's cost budget; volume names
 //!   must be DNS labels, as the pod's volumes must.
+//! - Sidecar and init container names are DNS labels of at most 63 characters, as a pod's
+//!   container names must be: refused at apply time rather than by the Deployment's validation.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -42,35 +44,92 @@ pub fn crd() -> CustomResourceDefinition {
         if let Some(status) = root.properties.as_mut().and_then(|p| p.get_mut("status")) {
             status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
         }
-        let pod_template = root
-            .properties
-            .as_mut()
-            .and_then(|p| p.get_mut("spec"))
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("podTemplate"))
+        let spec = root.properties.as_mut().and_then(|p| p.get_mut("spec"));
+        let Some(spec) = spec.and_then(|s| s.properties.as_mut()) else {
+            continue;
+        };
+        let mut pod_template = spec
+            .get_mut("podTemplate")
             .and_then(|s| s.properties.as_mut());
-        if let Some(pod_template) = pod_template {
-            for list in ["volumes", "volumeMounts"] {
-                let name = pod_template
-                    .get_mut(list)
-                    .and_then(|l| l.items.as_mut())
-                    .and_then(|i| match i {
-                        JSONSchemaPropsOrArray::Schema(s) => s.properties.as_mut(),
-                        _ => None,
-                    })
-                    .and_then(|p| p.get_mut("name"));
-                if let Some(name) = name {
-                    name.max_length = Some(63);
-                    if list == "volumes" {
-                        // a DNS label, as the pod's volumes need
-                        name.pattern = Some("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$".into());
-                    }
+        for list in ["volumes", "volumeMounts"] {
+            let items = pod_template
+                .as_deref_mut()
+                .and_then(|p| item_fields(p, list));
+            if let Some(name) = items.and_then(|p| p.get_mut("name")) {
+                name.max_length = Some(63);
+                if list == "volumes" {
+                    // a DNS label, as the pod's volumes need
+                    name.pattern = Some(DNS_LABEL.into());
                 }
+            }
+        }
+        for list in ["sidecars", "initContainers"] {
+            let Some(fields) = item_fields(spec, list) else {
+                continue;
+            };
+            if let Some(name) = fields.get_mut("name") {
+                // a DNS label, as a pod's container names must be (and bounded, for CEL's cost)
+                name.max_length = Some(63);
+                name.pattern = Some(DNS_LABEL.into());
+            }
+            for field in fields.values_mut() {
+                shorten_descriptions(field);
             }
         }
         accept_numeric_quantities(root, "");
     }
     crd
+}
+
+const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// The fields of the items of the list `list` among `properties`.
+fn item_fields<'a>(
+    properties: &'a mut std::collections::BTreeMap<String, JSONSchemaProps>,
+    list: &str,
+) -> Option<&'a mut std::collections::BTreeMap<String, JSONSchemaProps>> {
+    match properties.get_mut(list)?.items.as_mut()? {
+        JSONSchemaPropsOrArray::Schema(s) => s.properties.as_mut(),
+        _ => None,
+    }
+}
+
+/// The CRD as JSON must stay under 256 KiB: `kubectl apply` without `--server-side` (and Argo CD's
+/// default sync) stores the whole object in an annotation of at most 262,144 bytes. Two copies of
+/// core/v1 Container's documentation would take the CRD over it, so a sidecar's or an init
+/// container's fields keep the first sentence of their own description and none below it:
+/// `kubectl explain pod.spec.containers` documents every field in full.
+fn shorten_descriptions(field: &mut JSONSchemaProps) {
+    if let Some(description) = field.description.as_mut()
+        && let Some(end) = description.find(". ")
+    {
+        description.truncate(end + 1);
+    }
+    strip_descriptions_below(field);
+}
+
+fn strip_descriptions_below(schema: &mut JSONSchemaProps) {
+    let strip = |s: &mut JSONSchemaProps| {
+        s.description = None;
+        strip_descriptions_below(s);
+    };
+    for s in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip(s);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        strip(items);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
+        strip(values);
+    }
+    for s in schema
+        .any_of
+        .iter_mut()
+        .chain(schema.one_of.iter_mut())
+        .flatten()
+    {
+        strip(s);
+    }
 }
 
 /// Quantity fields whose own description replaces the type's.
@@ -134,6 +193,18 @@ mod tests {
         assert_eq!(
             status.default.as_ref().unwrap().0,
             serde_json::json!({"observedGeneration": 0})
+        );
+    }
+
+    /// Client-side `kubectl apply` (and Argo CD's default sync) keeps the whole object in the
+    /// last-applied-configuration annotation, which holds at most 262,144 bytes. Room is left for
+    /// the fields still to come.
+    #[test]
+    fn the_crd_fits_in_a_client_side_apply_annotation() {
+        let bytes = serde_json::to_vec(&crd()).unwrap().len();
+        assert!(
+            bytes < 240 * 1024,
+            "the CRD is {bytes} bytes as JSON: `kubectl apply` without --server-side refuses it above 262144"
         );
     }
 }

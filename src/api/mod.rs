@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext, Probe,
+    Affinity, Container, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext, Probe,
     ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint, Volume,
     VolumeMount,
 };
@@ -54,6 +54,12 @@ pub const GROUP: &str = "kubundle.dev";
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be at most 63 characters of lowercase letters, digits and '-', start with a letter and end with a letter or digit: it names the Service and is a label value"),
+    validation = Rule::new("!has(self.spec.sidecars) || self.spec.sidecars.all(c, c.name != self.metadata.name)")
+        .field_path(".spec.sidecars")
+        .message("spec.sidecars[].name must differ from the AppBundle's name: the main container has that name"),
+    validation = Rule::new("!has(self.spec.initContainers) || self.spec.initContainers.all(c, c.name != self.metadata.name)")
+        .field_path(".spec.initContainers")
+        .message("spec.initContainers[].name must differ from the AppBundle's name: the main container has that name"),
 )]
 #[x_kube(
     validation = Rule::new("(has(self.service) && has(self.service.type) && self.service.type == 'Headless') == (has(oldSelf.service) && has(oldSelf.service.type) && oldSelf.service.type == 'Headless')")
@@ -68,6 +74,9 @@ pub const GROUP: &str = "kubundle.dev";
         .message("spec.replicas cannot change while spec.autoscaling is set: the autoscaler sets the number of pods. Change spec.autoscaling.minReplicas or maxReplicas instead (kubectl scale cannot scale an autoscaled AppBundle), or remove spec.autoscaling"),
     validation = Rule::new("!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) == 0 || (type(self.disruptionBudget.minAvailable) == int ? self.disruptionBudget.minAvailable < (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) : int(string(self.disruptionBudget.minAvailable).replace('%', '')) * (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) <= 100 * ((has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) - 1))")
         .message("spec.disruptionBudget.minAvailable must leave at least one pod evictable at the fewest pods (spec.replicas, or spec.autoscaling.minReplicas; percentages round up): otherwise it blocks every eviction, and so every node drain and upgrade"),
+    validation = Rule::new("!has(self.sidecars) || !has(self.initContainers) || self.sidecars.all(s, !self.initContainers.exists(i, i.name == s.name))")
+        .field_path(".initContainers")
+        .message("a name cannot be both in spec.sidecars and in spec.initContainers: every container of a pod needs its own name"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AppBundleSpec {
@@ -166,6 +175,34 @@ pub struct AppBundleSpec {
     /// Expose the Service over HTTP: a Gateway API HTTPRoute attached to a Gateway, or an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
+
+    /// Containers that run beside the main container for the whole life of each pod (a log
+    /// shipper, the Cloud SQL Auth Proxy), as native sidecars: they start, in order, before the
+    /// init containers and the main container, are restarted when they exit, and stop after the
+    /// main container. A pod is ready when its sidecars with a readiness probe are ready too.
+    /// Names are unique; volumes come from spec.podTemplate.volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new("self.all(c, !has(c.restartPolicy) || c.restartPolicy == 'Always')")
+        .message("spec.sidecars[].restartPolicy can only be Always (kubundle sets it: that is what makes a sidecar); a container that runs once before the main container belongs in spec.initContainers"))]
+    pub sidecars: Option<Vec<Container>>,
+
+    /// Containers that run to completion, one after the other, before the main container starts
+    /// (a database migration, a file download), after the sidecars have started. A pod whose init
+    /// container fails is restarted until it succeeds. Names are unique; volumes come from
+    /// spec.podTemplate.volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new("self.all(c, !has(c.restartPolicy))")
+        .message("spec.initContainers[].restartPolicy must not be set: a container that keeps running beside the main container belongs in spec.sidecars"))]
+    pub init_containers: Option<Vec<Container>>,
+
+    /// Roll the pods when a ConfigMap they use changes (through env valueFrom, envFrom or a
+    /// volume), and a Secret they use too when the operator may read Secrets (the chart's
+    /// `configRollouts.secrets` value). kubundle records a digest of their contents on the pod
+    /// template; a write that changes nothing rolls nothing. Defaults to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollout_on_config_change: bool,
 }
 
 fn default_replicas() -> i32 {

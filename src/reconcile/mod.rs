@@ -19,6 +19,7 @@ pub mod cache;
 mod cached;
 pub mod children;
 pub mod compare;
+pub mod config;
 pub mod handover;
 mod pipeline;
 pub mod pods;
@@ -35,7 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{DynamicObject, ListParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::store::Writer;
@@ -48,9 +50,11 @@ use crate::api::{READY, find_condition};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::metrics::Metrics;
+use crate::render::config::ConfigKind;
 use crate::render::{ChildKind, labels};
 use cache::ChildCache;
 use children::Settled;
+use config::ConfigTracker;
 use watches::{NoBackoff, WatchHealth, resilient};
 
 /// Settings of the controller.
@@ -64,6 +68,8 @@ pub struct Settings {
     pub cluster_domain: String,
     /// The cluster serves the Gateway API's HTTPRoute (found at startup, see [`gateway_api_served`]).
     pub gateway_api: bool,
+    /// Secrets are followed like ConfigMaps (see [`config`]): kubundle may read them.
+    pub follow_secrets: bool,
 }
 
 /// Whether the cluster serves gateway.networking.k8s.io/v1 HTTPRoutes. Checked once at startup:
@@ -96,6 +102,8 @@ pub struct Context {
     pub cache: ChildCache,
     /// When each AppBundle's status was last written (progress is written at most every 2 s).
     pacer: report::StatusPacer,
+    /// The ConfigMaps and Secrets the pods use (see [`config`]).
+    pub config: ConfigTracker,
 }
 
 impl Context {
@@ -104,11 +112,12 @@ impl Context {
             client,
             events,
             metrics,
-            settings,
             failures: Mutex::default(),
             settled: Settled::default(),
             cache: ChildCache::default(),
             pacer: report::StatusPacer::default(),
+            config: ConfigTracker::new(settings.follow_secrets),
+            settings,
         }
     }
 }
@@ -157,6 +166,10 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     let bundles: Api<CachedBundle> = api_for(&client, ns.as_deref());
     let mut streams = vec!["appbundles"];
     streams.extend(ChildKind::ALL.map(ChildKind::plural));
+    streams.push("configmaps");
+    if ctx.settings.follow_secrets {
+        streams.push("secrets");
+    }
     let health = Arc::new(WatchHealth::new(&streams));
     // The AppBundle reflector is ours rather than the Controller's, so that readiness can be read
     // off its InitDone event: the store's own wait_until_ready wakes only one waiter (the
@@ -217,6 +230,18 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         .touched_objects();
         controller = controller.owns_stream_with(stream, ar);
     }
+    // The ConfigMaps (and Secrets) the pods use, as metadata: a change triggers the AppBundles that
+    // use the object (config.rs).
+    controller = controller.watches_stream(
+        config_stream::<ConfigMap>(&ctx, &health, ConfigKind::ConfigMap),
+        config_users::<ConfigMap>(&ctx, ConfigKind::ConfigMap),
+    );
+    if ctx.settings.follow_secrets {
+        controller = controller.watches_stream(
+            config_stream::<Secret>(&ctx, &health, ConfigKind::Secret),
+            config_users::<Secret>(&ctx, ConfigKind::Secret),
+        );
+    }
     let controller = controller
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         // Each stream backs off on its own (see watches.rs); a shared backoff would delay all.
@@ -237,6 +262,56 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
             watches: health,
         },
     )
+}
+
+/// The metadata watch of one kind of configuration object, recorded in the [`ConfigTracker`].
+fn config_stream<K>(
+    ctx: &Arc<Context>,
+    health: &Arc<WatchHealth>,
+    kind: ConfigKind,
+) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
++ Send
++ 'static
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    // (An Api of PartialObjectMeta asks for metadata only.)
+    let api: Api<PartialObjectMeta<K>> = api_for(&ctx.client, ctx.settings.namespace.as_deref());
+    let plural = match kind {
+        ConfigKind::ConfigMap => "configmaps",
+        ConfigKind::Secret => "secrets",
+    };
+    let tracker = ctx.clone();
+    resilient(
+        plural,
+        watcher(api, watcher::Config::default().page_size(LIST_PAGE)),
+        health.clone(),
+        ctx.metrics.clone(),
+    )
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            tracker.config.observe(kind, event);
+        }
+    })
+    .touched_objects()
+}
+
+/// The AppBundles a change of a configuration object concerns.
+fn config_users<K: Resource>(
+    ctx: &Arc<Context>,
+    kind: ConfigKind,
+) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<CachedBundle>> + Send + Sync + 'static {
+    let ctx = ctx.clone();
+    move |obj| {
+        ctx.config
+            .users_of(kind, &obj.namespace().unwrap_or_default(), &obj.name_any())
+    }
 }
 
 /// Objects per page of a watch's (re-)list. A page is parsed whole before its objects are

@@ -35,6 +35,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     // Being deleted (any propagation policy): the garbage collector takes the children away, and
     // kubundle must not put them back. Nothing to write, not even status.
     if obj.metadata.deletion_timestamp.is_some() {
+        ctx.config
+            .forget(&obj.namespace().unwrap_or_default(), &obj.name_any());
         debug!("being deleted; nothing to do");
         return Ok(Action::await_change());
     }
@@ -60,7 +62,20 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         }
     };
 
-    let rendered = match render::children(&bundle) {
+    // The ConfigMaps and Secrets the pods use: which are missing, and with
+    // spec.rolloutOnConfigChange the digest of their contents for the pod template.
+    let config_refs = render::config::references(&bundle.spec);
+    let config = ctx
+        .config
+        .resolve(
+            &ctx.client,
+            &ns,
+            &bundle.name_any(),
+            &config_refs,
+            bundle.spec.rollout_on_config_change,
+        )
+        .await?;
+    let rendered = match render::children(&bundle, config.digest.as_deref()) {
         Ok(rendered) => rendered,
         Err(e) => {
             let blocker = Blocker::InvalidSpec {
@@ -137,6 +152,12 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     }))
     .await?;
     let mut blocker = set.iter().find_map(Child::blocker);
+    // The configuration digest the running pods were made with, to tell a config-driven rollout.
+    let live_digest: Option<String> = set
+        .iter()
+        .find(|c| c.kind == ChildKind::Deployment)
+        .and_then(Child::live_as::<Deployment>)
+        .and_then(|d| render::config::digest_of(&d).map(str::to_string));
 
     let mut changes: Vec<(&'static str, Change)> = Vec::new();
     if blocker.is_none() {
@@ -286,6 +307,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         route,
         ingress: ingress.as_ref(),
         pods: problem.as_ref(),
+        missing_config: &config.missing,
     };
     let status = status::compute(
         &bundle,
@@ -312,6 +334,36 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     let rolling_out = blocker.is_none()
         && find_condition(&status.conditions, READY).is_none_or(|c| c.status != TRUE);
     let told_later = first_rollout || (new_spec && rolling_out);
+    // The same spec with new configuration contents: the pods roll for that, which is no drift.
+    let config_rollout = !new_spec
+        && live_digest.is_some()
+        && config.digest.is_some()
+        && live_digest != config.digest
+        && changes
+            .iter()
+            .any(|(kind, c)| *kind == ChildKind::Deployment.name() && *c == Change::Updated);
+    if config_rollout {
+        changes.retain(|(kind, _)| *kind != ChildKind::Deployment.name());
+        let used = config_refs
+            .iter()
+            .filter(|r| {
+                r.kind == render::config::ConfigKind::ConfigMap || ctx.config.follows_secrets()
+            })
+            .map(|r| format!("{} {}", r.kind.name(), r.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        publish(
+            ctx,
+            &reference,
+            EventType::Normal,
+            "ConfigChanged",
+            format!(
+                "rolling the pods of Deployment {name}: the contents of the configuration they use changed ({used}; digest {} -> {})",
+                live_digest.as_deref().unwrap_or_default(),
+                config.digest.as_deref().unwrap_or_default()
+            ),
+        );
+    }
     if !told_later {
         announce(ctx, &reference, &name, &changes);
     }

@@ -192,7 +192,11 @@ fn container_problem(c: &ContainerStatus, pod_name: &str, pod: &Pod) -> Option<P
     let waiting_message = waiting
         .and_then(|w| w.message.as_deref())
         .unwrap_or_default();
-    let who = format!("container {} of pod {pod_name}", c.name);
+    let who = format!(
+        "{} {} of pod {pod_name}",
+        container_role(pod, &c.name),
+        c.name
+    );
 
     if let Some(&waiting_reason) = START_FAILURES.iter().find(|r| **r == waiting_reason) {
         // The kubelet alternates between ErrImagePull (a pull failed) and ImagePullBackOff (waiting
@@ -247,7 +251,12 @@ fn container_problem(c: &ContainerStatus, pod_name: &str, pod: &Pod) -> Option<P
         let limit = pod
             .spec
             .as_ref()
-            .and_then(|s| s.containers.iter().find(|x| x.name == c.name))
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .find(|x| x.name == c.name)
+            })
             .and_then(|x| x.resources.as_ref())
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
@@ -285,6 +294,21 @@ fn container_problem(c: &ContainerStatus, pod_name: &str, pod: &Pod) -> Option<P
         message,
         permanent: false,
     })
+}
+
+/// What a container of `pod` is, for messages: a sidecar (an init container that restarts always),
+/// an init container, or a container.
+fn container_role(pod: &Pod, name: &str) -> &'static str {
+    let init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .and_then(|i| i.iter().find(|c| c.name == name));
+    match init {
+        Some(c) if c.restart_policy.as_deref() == Some("Always") => "sidecar",
+        Some(_) => "init container",
+        None => "container",
+    }
 }
 
 /// The last `max` bytes of `text` (on a character boundary), marked when cut.

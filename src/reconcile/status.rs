@@ -15,6 +15,7 @@ use crate::api::{
     AppBundle, AppBundleAddress, AppBundleStatus, AutoscalingStatus, FALSE, READY, RECONCILING,
     STALLED, TRUE, UNKNOWN, condition, find_condition, reason, set_condition,
 };
+use crate::render::config::ConfigRef;
 use crate::render::{selector_string, service_type};
 
 /// What the reconciler found out, apart from the children themselves.
@@ -60,6 +61,8 @@ pub struct Observed<'a> {
     /// Why the newest pods do not become ready, when the rollout stopped making progress and
     /// kubundle read them ([`super::pods`]).
     pub pods: Option<&'a PodProblem>,
+    /// ConfigMaps and Secrets the pods use (not optionally) that do not exist ([`super::config`]).
+    pub missing_config: &'a [ConfigRef],
 }
 
 /// A summary of the rollout, used for the Ready/Reconciling conditions and their messages.
@@ -488,6 +491,21 @@ pub fn compute(
             }
         },
     };
+    // A missing ConfigMap or Secret explains pods that do not start better than anything the pods
+    // say (CreateContainerConfigError names one at a time), and before they say it. Pods that
+    // already run keep what they read, but the next pod (a restart, a scale-up, a node drain)
+    // cannot start: the tier is not Ready. It fixes itself once the object is created (a GitOps
+    // tool may apply it later), so it is not Stalled.
+    let (ready, reconciling) = match observed.missing_config {
+        missing if !missing.is_empty() && observed.deployment.is_some() && stalled.0 != TRUE => {
+            let msg = missing_message(missing);
+            (
+                (FALSE, reason::CONFIG_MISSING, msg.clone()),
+                (TRUE, reason::CONFIG_MISSING, msg),
+            )
+        }
+        _ => (ready, reconciling),
+    };
     set(&mut status, READY, ready.0, ready.1, ready.2);
     set(
         &mut status,
@@ -498,6 +516,23 @@ pub fn compute(
     );
     set(&mut status, STALLED, stalled.0, stalled.1, stalled.2);
     status
+}
+
+/// What the status says of missing configuration objects.
+fn missing_message(missing: &[ConfigRef]) -> String {
+    let list = missing
+        .iter()
+        .map(|r| format!("{} {} (used by {})", r.kind.name(), r.name, r.field))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (verb, it) = if missing.len() == 1 {
+        ("does", "it")
+    } else {
+        ("do", "them")
+    };
+    format!(
+        "{list} {verb} not exist in the namespace: the pods cannot start without {it}; create {it}, or mark the reference optional"
+    )
 }
 
 mod http;

@@ -38,6 +38,7 @@ pub enum RenderError {
     Encode(&'static str, String),
 }
 
+pub mod config;
 mod http;
 mod scaling;
 mod set;
@@ -195,6 +196,7 @@ pub fn deployment(bundle: &AppBundle) -> Result<Deployment, RenderError> {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: init_containers(spec, pod.container_security_context.as_ref()),
                     containers: vec![container],
                     service_account_name: pod.service_account_name,
                     node_selector: pod.node_selector,
@@ -213,6 +215,32 @@ pub fn deployment(bundle: &AppBundle) -> Result<Deployment, RenderError> {
         }),
         status: None,
     })
+}
+
+/// The pod's init containers: the sidecars first (native sidecars: init containers that restart
+/// always, started in order and kept running), then the init containers proper, which so can use
+/// the sidecars (a migration through a database proxy). A container without a security context of
+/// its own gets the main container's (`spec.podTemplate.containerSecurityContext`), so that one
+/// setting makes every container of the pod fit a namespace's Pod Security Standard.
+fn init_containers(
+    spec: &crate::api::AppBundleSpec,
+    security: Option<&k8s_openapi::api::core::v1::SecurityContext>,
+) -> Option<Vec<Container>> {
+    let sidecars = spec.sidecars.iter().flatten().map(|c| Container {
+        restart_policy: Some("Always".to_string()),
+        ..c.clone()
+    });
+    let init = spec.init_containers.iter().flatten().cloned();
+    let all: Vec<Container> = sidecars
+        .chain(init)
+        .map(|mut c| {
+            if c.security_context.is_none() {
+                c.security_context = security.cloned();
+            }
+            c
+        })
+        .collect();
+    (!all.is_empty()).then_some(all)
 }
 
 /// The Service of an AppBundle.

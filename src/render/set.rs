@@ -101,10 +101,18 @@ fn erase<K: Serialize>(kind: ChildKind, object: &K) -> Result<Rendered, RenderEr
 }
 
 /// The children `bundle` needs, in [`ChildKind::ALL`] order: a Deployment and a Service always,
-/// the others when the spec asks for them.
-pub fn children(bundle: &AppBundle) -> Result<Vec<Rendered>, RenderError> {
+/// the others when the spec asks for them. `config_digest`: the digest of the configuration the
+/// pods use, with `spec.rolloutOnConfigChange` (see [`super::config`]).
+pub fn children(
+    bundle: &AppBundle,
+    config_digest: Option<&str>,
+) -> Result<Vec<Rendered>, RenderError> {
+    let mut deployment = deployment(bundle)?;
+    if let Some(digest) = config_digest {
+        super::config::annotate(&mut deployment, digest);
+    }
     let mut out = vec![
-        erase(ChildKind::Deployment, &deployment(bundle)?)?,
+        erase(ChildKind::Deployment, &deployment)?,
         erase(ChildKind::Service, &service(bundle)?)?,
     ];
     if let Some(hpa) = autoscaler(bundle)? {

@@ -179,7 +179,7 @@ fn selector_string_matches_the_selector_labels() {
 #[test]
 fn the_child_set_follows_the_optional_sections() {
     let kinds = |b: &AppBundle| {
-        children(b)
+        children(b, None)
             .unwrap()
             .into_iter()
             .map(|r| r.kind)
@@ -201,7 +201,7 @@ fn the_child_set_follows_the_optional_sections() {
             ChildKind::PodDisruptionBudget
         ]
     );
-    for r in children(&full).unwrap() {
+    for r in children(&full, None).unwrap() {
         assert_eq!(
             r.object.metadata.name.as_deref(),
             Some("frontend"),
@@ -441,4 +441,72 @@ fn http_renders_a_route_to_the_gateway_or_an_ingress() {
     let tls = &spec.tls.unwrap()[0];
     assert_eq!(tls.secret_name.as_deref(), Some("certs"));
     assert_eq!(tls.hosts.as_ref().unwrap().len(), 2);
+}
+
+#[test]
+fn sidecars_run_as_native_sidecars_before_the_init_containers() {
+    let mut s: AppBundleSpec = serde_json::from_value(serde_json::json!({
+        "image": "app:1",
+        "ports": [{"containerPort": 80}],
+        "sidecars": [
+            {"name": "proxy", "image": "cloud-sql-proxy:2"},
+            {"name": "logs", "image": "fluent-bit:3", "restartPolicy": "Always",
+             "securityContext": {"runAsUser": 7}}
+        ],
+        "initContainers": [{"name": "migrate", "image": "app:1", "args": ["migrate"]}],
+    }))
+    .unwrap();
+    s.pod_template = Some(BundlePod {
+        container_security_context: Some(
+            serde_json::from_value(serde_json::json!({"allowPrivilegeEscalation": false})).unwrap(),
+        ),
+        ..BundlePod::default()
+    });
+    let pod = deployment(&bundle(s))
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let init = pod.init_containers.unwrap();
+    let summary: Vec<(&str, Option<&str>)> = init
+        .iter()
+        .map(|c| (c.name.as_str(), c.restart_policy.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("proxy", Some("Always")),
+            ("logs", Some("Always")),
+            ("migrate", None)
+        ]
+    );
+    // the main container's security context, where a container has none of its own
+    let escalation = |c: &Container| {
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.allow_privilege_escalation)
+    };
+    assert_eq!(escalation(&init[0]), Some(false));
+    assert_eq!(escalation(&init[2]), Some(false));
+    assert_eq!(
+        init[1].security_context.as_ref().unwrap().run_as_user,
+        Some(7)
+    );
+    assert_eq!(escalation(&init[1]), None);
+    assert_eq!(pod.containers.len(), 1);
+    assert_eq!(pod.containers[0].name, "frontend");
+}
+
+#[test]
+fn without_sidecars_or_init_containers_the_pod_has_no_init_containers() {
+    let pod = deployment(&bundle(spec("nginx")))
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert!(pod.init_containers.is_none());
 }

@@ -86,4 +86,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+# ConfigMaps the pods use: watched as metadata (is one missing? did it change?), read (get) only for
+# AppBundles with spec.rolloutOnConfigChange, when it changed. Secrets likewise, only where
+# configRollouts.secrets grants it: listing Secrets reveals their contents, so least privilege
+# leaves them out by default.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
+{{- if .Values.configRollouts.secrets }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+{{- end }}
 {{- end }}

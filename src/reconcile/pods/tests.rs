@@ -183,3 +183,47 @@ fn long_last_words_are_cut_at_a_character_boundary() {
         last.len()
     );
 }
+
+#[test]
+fn init_containers_and_sidecars_are_named_as_such() {
+    let with_init = |status: Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "creationTimestamp": T1,
+                         "labels": {"pod-template-hash": "a"}},
+            "spec": {
+                "initContainers": [
+                    {"name": "proxy", "image": "proxy:1", "restartPolicy": "Always",
+                     "resources": {"limits": {"memory": "32Mi"}}},
+                    {"name": "migrate", "image": "app:1"}
+                ],
+                "containers": [{"name": "app", "image": "app:1"}]
+            },
+            "status": status,
+        }))
+        .unwrap()
+    };
+    let failing = |name: &str, reason: &str| {
+        json!({"initContainerStatuses": [{"name": name, "image": "x", "imageID": "", "ready": false,
+            "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": reason}}}]})
+    };
+    let migrate = diagnose(&[with_init(failing("migrate", "Error"))]).unwrap();
+    assert_eq!(migrate.reason, "CrashLoopBackOff");
+    assert!(
+        migrate
+            .message
+            .starts_with("init container migrate of pod web-1 keeps exiting with code 1"),
+        "{}",
+        migrate.message
+    );
+    let proxy = diagnose(&[with_init(failing("proxy", "OOMKilled"))]).unwrap();
+    assert_eq!(proxy.reason, "OOMKilled");
+    assert!(
+        proxy.message.starts_with(
+            "sidecar proxy of pod web-1 was killed for using more than its memory limit of 32Mi"
+        ),
+        "{}",
+        proxy.message
+    );
+}

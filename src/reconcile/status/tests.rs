@@ -69,6 +69,7 @@ fn ready_when_fully_rolled_out() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -108,6 +109,7 @@ fn old_pods_left_keep_it_reconciling() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -142,6 +144,7 @@ fn unobserved_deployment_generation_is_not_ready() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -164,6 +167,7 @@ fn load_balancer_waits_for_an_address() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -181,6 +185,7 @@ fn load_balancer_waits_for_an_address() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -209,6 +214,7 @@ fn progress_deadline_exceeded_is_stalled() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -260,6 +266,7 @@ fn recomputing_the_same_facts_changes_nothing() {
         route: None,
         ingress: None,
         pods: None,
+        missing_config: &[],
     };
     let first = compute(&b, &observed, None, "cluster.local", &now());
     b.status = Some(first.clone());
@@ -287,6 +294,7 @@ fn old_pods_terminating_keep_ready_false() {
         route: None,
         ingress: None,
         pods: None,
+        missing_config: &[],
     };
     let s = compute(&b, &observed, None, "cluster.local", &now());
     assert_eq!(cond(&s, READY), (FALSE, reason::PODS_TERMINATING));
@@ -315,6 +323,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -339,6 +348,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -362,6 +372,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -378,6 +389,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
             route: None,
             ingress: None,
             pods: None,
+            missing_config: &[],
         },
         None,
         "cluster.local",
@@ -424,6 +436,7 @@ fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
                 route: None,
                 ingress: None,
                 pods: Some(p),
+                missing_config: &[],
             },
             None,
             "cluster.local",
@@ -622,5 +635,43 @@ fn a_rollouts_steps_are_progress_and_its_start_and_end_are_milestones() {
     assert!(
         !is_milestone(&stalled, &same_reason),
         "the same reason, another message"
+    );
+}
+
+#[test]
+fn a_missing_configmap_is_the_reason_not_stalled_even_when_the_pods_run() {
+    use crate::render::config::{ConfigKind, ConfigRef};
+    let b = bundle(3, "ClusterIP");
+    let d = rolled_out(3);
+    let svc = service(None);
+    let missing = [ConfigRef {
+        kind: ConfigKind::ConfigMap,
+        name: "settings".into(),
+        optional: false,
+        field: "spec.envFrom[0]".into(),
+    }];
+    let observed = Observed {
+        deployment: Some(&d),
+        service: Some(&svc),
+        missing_config: &missing,
+        ..Observed::default()
+    };
+    let s = compute(&b, &observed, None, "cluster.local", &now());
+    let ready = find_condition(&s.conditions, READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ConfigMissing")
+    );
+    assert_eq!(
+        ready.message,
+        "ConfigMap settings (used by spec.envFrom[0]) does not exist in the namespace: the pods cannot start without it; create it, or mark the reference optional"
+    );
+    assert_eq!(
+        find_condition(&s.conditions, STALLED).unwrap().status,
+        "False"
+    );
+    assert_eq!(
+        find_condition(&s.conditions, RECONCILING).unwrap().status,
+        "True"
     );
 }
