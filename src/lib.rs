@@ -4,14 +4,18 @@
 //! - [`api`]: the `AppBundle` custom resource, the public contract.
 //! - [`render`]: pure functions from an AppBundle to its children.
 //! - [`reconcile`]: the controller (apply, status computation, error policy).
+//! - [`history`]: the rolled-out specs recorded as ControllerRevisions.
+//! - [`plugin`]: the kubectl plugin (`kubectl kubundle status|history|rollback`).
 //! - [`events`]: Kubernetes Events about AppBundles.
 //! - [`metrics`], [`http`]: the Prometheus metrics and the health endpoints.
 
 pub mod api;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod reconcile;
 pub mod render;

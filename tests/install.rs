@@ -359,6 +359,10 @@ mod install {
             (vec!["watch", "configmaps", "-A"], true),
             (vec!["patch", "configmaps", "-A"], false),
             (vec!["watch", "secrets", "-A"], false),
+            // ControllerRevisions: the rollout history, never watched.
+            (vec!["create", "controllerrevisions.apps", "-A"], true),
+            (vec!["delete", "controllerrevisions.apps", "-A"], true),
+            (vec!["watch", "controllerrevisions.apps", "-A"], false),
             (vec!["delete", "deployments.apps", "-A"], false),
             (vec!["create", "pods", "-A"], false),
             (vec!["list", "pods", "-A"], true),

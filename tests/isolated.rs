@@ -73,6 +73,7 @@ mod isolated {
                     "httproutes",
                     "appbundles",
                     "events",
+                    "controllerrevisions",
                 ]
                 .iter()
                 .any(|r| l.contains(&format!("resource=\"{r}\"")))
@@ -178,6 +179,15 @@ mod isolated {
              image: nginx:1.27\n  ports: [{containerPort: 80}]\n  \
              resources: {requests: {cpu: 100m}}\n  autoscaling: {minReplicas: 2, maxReplicas: 4}\n  \
              disruptionBudget: {maxUnavailable: 1}\n  http: {hostnames: [a.example.com], ingress: {}}\n",
+        );
+        // And one that follows a ConfigMap, with a sidecar and an init container.
+        apply_yaml(
+            &ns,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: hello}\n\
+             ---\napiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: configured}\nspec:\n  \
+             image: nginx:1.27\n  ports: [{containerPort: 80}]\n  rolloutOnConfigChange: true\n  \
+             envFrom: [{configMapRef: {name: settings}}]\n  \
+             sidecars: [{name: proxy, image: envoy:1}]\n  initContainers: [{name: migrate, image: nginx:1.27}]\n",
         );
         // And one routed through a Gateway (the test plays the ingress and Gateway controllers).
         apply_yaml(

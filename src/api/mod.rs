@@ -51,6 +51,7 @@ pub const GROUP: &str = "kubundle.dev";
     printcolumn(name = "Address", type_ = "string", json_path = ".status.address.url"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image", priority = 1),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision", priority = 1, description = "the revision that runs"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be at most 63 characters of lowercase letters, digits and '-', start with a letter and end with a letter or digit: it names the Service and is a label value"),
@@ -203,6 +204,12 @@ pub struct AppBundleSpec {
     /// template; a write that changes nothing rolls nothing. Defaults to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollout_on_config_change: bool,
+
+    /// How many rolled-out specs to keep as revisions (ControllerRevisions of the AppBundle) for
+    /// `kubectl kubundle history` and `rollback`. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub revision_history_limit: Option<i32>,
 }
 
 fn default_replicas() -> i32 {
@@ -417,6 +424,15 @@ pub struct AppBundleStatus {
     /// The autoscaler's view, while spec.autoscaling is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+
+    /// The number of the revision that runs: the spec last fully rolled out, numbered from 1 in
+    /// rollout order (`kubectl kubundle history` lists them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+
+    /// The name of the ControllerRevision recording that spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
 }
 
 /// What the HorizontalPodAutoscaler of an AppBundle reports.

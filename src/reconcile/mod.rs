@@ -21,6 +21,7 @@ pub mod children;
 pub mod compare;
 pub mod config;
 pub mod handover;
+pub mod history;
 mod pipeline;
 pub mod pods;
 mod report;

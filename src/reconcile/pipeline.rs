@@ -11,13 +11,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::children::{self, Change, Child, Stale, Writing, is_definite_refusal};
 use super::report::{publish, write_status};
 use super::status::{self, Blocker, Observed};
 use super::{CachedBundle, Context};
-use super::{handover, pods};
+use super::{handover, history, pods};
 use crate::api::{AppBundle, READY, STALLED, TRUE, find_condition, reason};
 use crate::error::Result;
 use crate::events::EventType;
@@ -26,6 +26,9 @@ use crate::render::{self, ChildKind};
 /// How soon to look again while an object kubundle does not watch blocks the AppBundle (a name
 /// conflict with an object that is not kubundle's, a child still terminating).
 const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
+
+/// How soon to try again when the rollout history could not be recorded.
+const HISTORY_RETRY: Duration = Duration::from_secs(10);
 
 /// How long reconciles wait for the children's watches to list at startup (counted from the first
 /// reconcile) before they read the children of the kinds still unlisted from the API server.
@@ -309,13 +312,30 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         pods: problem.as_ref(),
         missing_config: &config.missing,
     };
-    let status = status::compute(
+    let mut status = status::compute(
         &bundle,
         &observed,
         blocker.as_ref(),
         &ctx.settings.cluster_domain,
         &now,
     );
+    // Ready on the newest spec: it is the newest revision (recorded once; history.rs).
+    let mut history_retry = None;
+    if blocker.is_none()
+        && find_condition(&status.conditions, READY).is_some_and(|c| c.status == TRUE)
+        && history::unrecorded(&bundle)
+    {
+        match history::record(&ctx.client, &bundle, &ctx.metrics).await {
+            Ok((number, revision)) => {
+                status.revision = Some(number);
+                status.current_revision = Some(revision);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot record the rollout history; trying again in 10 s");
+                history_retry = Some(HISTORY_RETRY);
+            }
+        }
+    }
     let made_of = set
         .iter()
         .map(|c| format!("{} {name}", c.kind.name()))
@@ -389,10 +409,17 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         },
     };
     // Progress held back is written at the latest this soon (unless a new step comes first).
-    Ok(match again.into_iter().chain(held_back).min() {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    Ok(
+        match again
+            .into_iter()
+            .chain(held_back)
+            .chain(history_retry)
+            .min()
+        {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
+        },
+    )
 }
 
 /// The problem of the AppBundle's newest pods, if any. A failed read (kubundle may lack the

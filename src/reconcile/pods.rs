@@ -148,7 +148,8 @@ pub fn diagnose(pods: &[Pod]) -> Option<PodProblem> {
     Some(first)
 }
 
-fn pod_problem(pod: &Pod, name: &str) -> Option<PodProblem> {
+/// The problem of one pod, if it has one (`name`: how messages name it).
+pub fn pod_problem(pod: &Pod, name: &str) -> Option<PodProblem> {
     let status = pod.status.as_ref()?;
     let containers = status
         .init_container_statuses

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{CachedBundle, Context};
 use crate::api::{AppBundle, AppBundleStatus, READY, STALLED, TRUE, find_condition};
@@ -94,7 +94,13 @@ pub async fn write_status(
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        if e.to_string().contains("field not declared in schema") {
+            // The CRD in the cluster is older than this kubundle (Helm does not upgrade CRDs).
+            error!(error = %e, "the AppBundle CRD installed in the cluster is older than this kubundle, so its status cannot be written: apply the new CRD (kubectl apply --server-side -f charts/kubundle/crds/)");
+        }
+    })?;
     ctx.pacer.wrote(&uid, now);
 
     let was = |t: &str| find_condition(&previous.conditions, t).map(|c| c.status.clone());
@@ -112,6 +118,10 @@ pub async fn write_status(
             )
         } else {
             ready.message
+        };
+        let note = match status.revision {
+            Some(n) if status.revision != previous.revision => format!("{note} (revision {n})"),
+            _ => note,
         };
         publish(ctx, reference, EventType::Normal, "RolledOut", note);
     }

@@ -258,6 +258,8 @@ pub fn compute(
         conditions: previous.conditions.clone(),
         selector: Some(selector_string(&name)),
         image: previous.image.clone(),
+        revision: previous.revision,
+        current_revision: previous.current_revision.clone(),
         ..AppBundleStatus::default()
     };
 

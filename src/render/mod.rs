@@ -76,7 +76,11 @@ pub fn service_type(bundle: &AppBundle) -> &str {
         .unwrap_or("ClusterIP")
 }
 
-fn identity(bundle: &AppBundle) -> Result<(String, String, OwnerReference), RenderError> {
+/// The name, namespace and controller owner reference every object kubundle makes for `bundle`
+/// carries.
+pub(crate) fn identity(
+    bundle: &AppBundle,
+) -> Result<(String, String, OwnerReference), RenderError> {
     let name = bundle
         .metadata
         .name

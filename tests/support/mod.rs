@@ -422,3 +422,17 @@ pub async fn warning_event(
     )
     .await
 }
+
+/// `kubectl kubundle ARGS`: kubectl runs the plugin binary this crate builds, found on PATH as a
+/// user who copied it there would have it.
+pub fn kubectl_kubundle(args: &[&str]) -> Command {
+    let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-kubundle"));
+    let dir = plugin.parent().expect("the plugin's directory");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("kubundle").args(args);
+    cmd.env("PATH", std::env::join_paths(dirs).expect("a PATH"));
+    cmd
+}

@@ -86,6 +86,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+# Rollout history: each rolled-out spec recorded as a ControllerRevision owned by its AppBundle.
+# list (only when recording a new spec), create, patch (renumber a spec rolled back to), delete
+# (beyond spec.revisionHistoryLimit); never watched.
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [list, create, patch, delete]
 # ConfigMaps the pods use: watched as metadata (is one missing? did it change?), read (get) only for
 # AppBundles with spec.rolloutOnConfigChange, when it changed. Secrets likewise, only where
 # configRollouts.secrets grants it: listing Secrets reveals their contents, so least privilege

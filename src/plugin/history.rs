@@ -1,0 +1,381 @@
+//! `kubectl kubundle history NAME` and `kubectl kubundle rollback NAME`: the revisions kubundle
+//! recorded (crate::history), and writing one back into the AppBundle.
+//!
+//! A rollback is a write of the AppBundle's spec, like an edit: kubundle rolls it out and records
+//! it as the newest revision once it is Ready. Where a GitOps tool manages the AppBundle, git is
+//! the truth and the tool puts its spec back at its next sync: the rollback is refused with what
+//! to do instead, unless `--force` (a rollback until then, in an emergency).
+
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{FIELD_MANAGER, PluginError, to_json};
+use crate::api::AppBundle;
+use crate::history::{Revision, recorded_spec, revision_name, revisions, rollback_spec};
+use crate::render::selector_string;
+
+async fn bundle(client: &Client, ns: &str, name: &str) -> Result<AppBundle, PluginError> {
+    Api::<AppBundle>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| PluginError::not_found(name, ns))
+}
+
+async fn recorded(
+    client: &Client,
+    ns: &str,
+    bundle: &AppBundle,
+) -> Result<Vec<Revision>, PluginError> {
+    let params = ListParams::default().labels(&selector_string(&bundle.name_any()));
+    let list = Api::<ControllerRevision>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await?;
+    Ok(revisions(
+        list.items,
+        bundle.metadata.uid.as_deref().unwrap_or_default(),
+    ))
+}
+
+/// One line of `history -o json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryEntry<'a> {
+    #[serde(flatten)]
+    revision: &'a Revision,
+    image: &'a str,
+    /// It is the revision that runs (status.currentRevision).
+    current: bool,
+}
+
+pub async fn history(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    number: Option<i64>,
+    json: bool,
+) -> Result<String, PluginError> {
+    let bundle = bundle(client, ns, name).await?;
+    let revs = recorded(client, ns, &bundle).await?;
+    let current = bundle
+        .status
+        .as_ref()
+        .and_then(|s| s.current_revision.clone());
+    if let Some(n) = number {
+        let rev = revs
+            .iter()
+            .find(|r| r.number == n)
+            .ok_or_else(|| PluginError::User(format!("appbundle/{name} has no revision {n}")))?;
+        return Ok(if json {
+            to_json(rev)
+        } else {
+            let spec = serde_saphyr::to_string(&rev.spec).unwrap_or_default();
+            format!(
+                "appbundle/{name} revision {n} ({})\nspec:\n{}",
+                rev.name,
+                indent(&spec)
+            )
+        });
+    }
+    if json {
+        let entries: Vec<HistoryEntry> = revs
+            .iter()
+            .map(|r| HistoryEntry {
+                revision: r,
+                image: r.image(),
+                current: current.as_deref() == Some(r.name.as_str()),
+            })
+            .collect();
+        return Ok(to_json(&entries));
+    }
+    if revs.is_empty() {
+        return Ok(format!(
+            "appbundle/{name} has no recorded revision yet: kubundle records each spec once it is fully rolled out (Ready)\n"
+        ));
+    }
+    let mut out = format!("appbundle/{name}\n");
+    let rows: Vec<[String; 4]> = revs
+        .iter()
+        .map(|r| {
+            [
+                r.number.to_string(),
+                r.image().to_string(),
+                r.recorded
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+                if current.as_deref() == Some(r.name.as_str()) {
+                    format!("{} (running)", r.name)
+                } else {
+                    r.name.clone()
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        ["REVISION", "IMAGE", "RECORDED", "CONTROLLERREVISION"],
+        &rows,
+    ));
+    Ok(out)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Columns padded to their widest cell, as kubectl prints tables.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The GitOps tool that manages `obj`, if one does: by the labels, annotations and field
+/// managers Flux and Argo CD leave.
+pub fn gitops_manager(obj: &DynamicObject) -> Option<&'static str> {
+    let labels = obj.labels();
+    let annotations = obj.annotations();
+    let managers: Vec<&str> = obj
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    let has_label = |prefix: &str| labels.keys().any(|k| k.starts_with(prefix));
+    if has_label("kustomize.toolkit.fluxcd.io/")
+        || has_label("helm.toolkit.fluxcd.io/")
+        || managers
+            .iter()
+            .any(|m| *m == "kustomize-controller" || *m == "helm-controller")
+    {
+        return Some("Flux");
+    }
+    if annotations.contains_key("argocd.argoproj.io/tracking-id")
+        || labels.contains_key("argocd.argoproj.io/instance")
+        || managers.contains(&"argocd-controller")
+    {
+        return Some("Argo CD");
+    }
+    None
+}
+
+/// What `rollback -o json` says.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RolledBack<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    to_revision: i64,
+    image: &'a str,
+    /// Nothing was written: the spec already is that revision's, or --dry-run.
+    written: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gitops: Option<&'static str>,
+}
+
+pub async fn rollback(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    to: Option<i64>,
+    force: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<String, PluginError> {
+    let typed = bundle(client, ns, name).await?;
+    let revs = recorded(client, ns, &typed).await?;
+    let current_number = typed.status.as_ref().and_then(|s| s.revision);
+    let target = match to {
+        Some(n) => revs.iter().find(|r| r.number == n).ok_or_else(|| {
+            PluginError::User(format!(
+                "appbundle/{name} has no revision {n} (kubectl kubundle history {name} lists them)"
+            ))
+        })?,
+        None => {
+            let below = current_number.unwrap_or(i64::MAX);
+            revs.iter()
+                .rev()
+                .find(|r| r.number < below)
+                .ok_or_else(|| {
+                    PluginError::User(format!(
+                        "appbundle/{name} has no revision before {} to roll back to",
+                        current_number.map_or("its first".to_string(), |n| format!("revision {n}"))
+                    ))
+                })?
+        }
+    };
+    let ar = ApiResource::erase::<AppBundle>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let mut obj = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| PluginError::not_found(name, ns))?;
+    let gitops = gitops_manager(&obj);
+    let same = recorded_spec(&typed.spec) == target.spec;
+    let report = |written: bool, note: String| {
+        if json {
+            to_json(&RolledBack {
+                name,
+                namespace: ns,
+                to_revision: target.number,
+                image: target.image(),
+                written,
+                gitops,
+            })
+        } else {
+            note
+        }
+    };
+    if same {
+        return Ok(report(
+            false,
+            format!(
+                "appbundle/{name}: skipped rollback (the spec already is revision {}'s, {})\n",
+                target.number,
+                revision_name(name, &typed.spec)
+            ),
+        ));
+    }
+    if let Some(tool) = gitops
+        && !force
+    {
+        return Err(PluginError::User(format!(
+            "appbundle/{name} is managed by {tool}: it would put the spec from git back at its next sync, undoing this rollback. \
+             Revert the change in git instead (the spec of revision {} is shown by `kubectl kubundle history {name} --revision {}`), \
+             or pass --force to roll back until the next sync",
+            target.number, target.number
+        )));
+    }
+    let spec = rollback_spec(obj.data.get("spec").unwrap_or(&Value::Null), target);
+    obj.data["spec"] = spec;
+    if dry_run {
+        return Ok(report(
+            false,
+            format!(
+                "appbundle/{name} would be rolled back to revision {} (image {}) (dry run)\n",
+                target.number,
+                target.image()
+            ),
+        ));
+    }
+    // A replace with the resourceVersion just read: a change made meanwhile is not overwritten.
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.replace(name, &params, &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(PluginError::User(format!(
+                "appbundle/{name} changed while rolling back; nothing was written: run the rollback again"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut note = format!(
+        "appbundle/{name} rolled back to revision {} (image {})\n\
+         kubundle rolls it out and records it as the newest revision once it is Ready: \
+         kubectl wait --for=condition=Ready appbundle/{name} -n {ns}\n",
+        target.number,
+        target.image()
+    );
+    if let Some(tool) = gitops {
+        note.push_str(&format!(
+            "warning: {tool} manages appbundle/{name} and will put the spec from git back at its next sync: revert the change in git too\n"
+        ));
+    }
+    Ok(report(true, note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(labels: Value, annotations: Value, managers: &[&str]) -> DynamicObject {
+        let fields: Vec<Value> = managers
+            .iter()
+            .map(|m| serde_json::json!({"manager": m, "operation": "Apply"}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubundle.dev/v1alpha1", "kind": "AppBundle",
+            "metadata": {"name": "web", "labels": labels, "annotations": annotations,
+                         "managedFields": fields},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gitops_tools_are_recognised_by_what_they_leave() {
+        let none = serde_json::json!({});
+        assert_eq!(
+            gitops_manager(&object(
+                none.clone(),
+                none.clone(),
+                &["kubectl-client-side-apply"]
+            )),
+            None
+        );
+        assert_eq!(
+            gitops_manager(&object(
+                serde_json::json!({"kustomize.toolkit.fluxcd.io/name": "apps"}),
+                none.clone(),
+                &[]
+            )),
+            Some("Flux")
+        );
+        assert_eq!(
+            gitops_manager(&object(none.clone(), none.clone(), &["helm-controller"])),
+            Some("Flux")
+        );
+        assert_eq!(
+            gitops_manager(&object(
+                none.clone(),
+                serde_json::json!({"argocd.argoproj.io/tracking-id": "shop:kubundle.dev/AppBundle:shop/web"}),
+                &[]
+            )),
+            Some("Argo CD")
+        );
+        assert_eq!(
+            gitops_manager(&object(none.clone(), none, &["argocd-controller"])),
+            Some("Argo CD")
+        );
+    }
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let rows = [
+            ["1".to_string(), "app:1".to_string(), "x".to_string()],
+            [
+                "10".to_string(),
+                "app:22".to_string(),
+                "y (running)".to_string(),
+            ],
+        ];
+        assert_eq!(
+            table(["REVISION", "IMAGE", "NAME"], &rows),
+            "REVISION   IMAGE    NAME\n1          app:1    x\n10         app:22   y (running)\n"
+        );
+    }
+}
