@@ -475,6 +475,96 @@ mod install {
         }
     }
 
+    /// `configRollouts.secrets=true`: the chart grants reading Secrets (only then) and the operator,
+    /// with exactly the chart's identity and arguments, follows them: a missing Secret is reported,
+    /// and a new Secret value rolls the pods of an AppBundle with rolloutOnConfigChange.
+    #[tokio::test]
+    async fn with_the_secrets_value_the_operator_follows_secrets() {
+        let client = client().await;
+        let release_ns = "kubundle-secrets";
+        let team = create_namespace(&client, "secret-team").await;
+        run_ok(helm(&[
+            "upgrade",
+            "--install",
+            "kubundle-secrets",
+            CHART,
+            "-n",
+            release_ns,
+            "--create-namespace",
+            "--set",
+            &format!("watchNamespace={team}"),
+            "--set",
+            "configRollouts.secrets=true",
+            "--set",
+            "replicaCount=1",
+            "--wait",
+            "--timeout=2m",
+        ]));
+        let sa = format!("system:serviceaccount:{release_ns}:kubundle-secrets");
+        assert!(can_i(&sa, &["watch", "secrets", "-n", &team]));
+        assert!(!can_i(&sa, &["patch", "secrets", "-n", &team]));
+        let kubeconfig = service_account_kubeconfig(release_ns, "kubundle-secrets");
+        let (args, env) =
+            chart_process(release_ns, "kubundle-secrets", "kubundle-secrets-test").await;
+        assert!(args.contains(&"--follow-secrets".to_string()), "{args:?}");
+        let _operator = Operator::start(&args, &env, &kubeconfig).await;
+
+        apply_yaml(
+            &team,
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: web}\nspec:\n  \
+             image: nginx:1.27\n  ports: [{containerPort: 80}]\n  rolloutOnConfigChange: true\n  \
+             env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: api-token, key: token}}}]\n",
+        );
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &team);
+        let b = wait_bundle(&api, "web", Duration::from_secs(60), "ConfigMissing", |b| {
+            condition_of(b, "Ready").is_some_and(|c| c.1 == "ConfigMissing")
+        })
+        .await;
+        assert!(
+            condition_of(&b, "Ready")
+                .unwrap()
+                .2
+                .starts_with("Secret api-token (used by spec.env[0]) does not exist"),
+            "{:?}",
+            condition_of(&b, "Ready")
+        );
+        let secret = |value: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: api-token}}\nstringData: {{token: {value}}}\n"
+            )
+        };
+        apply_yaml(&team, &secret("one"));
+        wait_bundle(&api, "web", Duration::from_secs(60), "Ready", is_ready).await;
+        let digest = || async {
+            let d: Deployment = Api::namespaced(client.clone(), &team)
+                .get("web")
+                .await
+                .unwrap();
+            d.spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get(kubundle::render::config::CONFIG_DIGEST).cloned())
+                .expect("a config digest")
+        };
+        let before = digest().await;
+        apply_yaml(&team, &secret("two"));
+        eventually(Duration::from_secs(20), "a new digest", || async {
+            let now = digest().await;
+            if now != before { Ok(()) } else { Err(now) }
+        })
+        .await;
+        run_ok(helm(&[
+            "uninstall",
+            "kubundle-secrets",
+            "-n",
+            release_ns,
+            "--wait",
+        ]));
+        for ns in [&team, &release_ns.to_string()] {
+            delete_namespace(&client, ns).await;
+        }
+    }
+
     /// Two replicas with leader election: exactly one reconciles; after `kill -9` of the leader the
     /// other takes over, and the time until it reconciles a new AppBundle is measured.
     #[tokio::test]

@@ -681,6 +681,18 @@ mod real_node {
             }
             eprintln!("{name}: {reason} after {:?}: {message}", start.elapsed());
         }
+        // The plugin's tree names the failing pod and, below it, why, in the kubelet's words.
+        let tree = run_ok(kubectl_kubundle(&["status", "initfail", "-n", &ns]));
+        assert!(
+            tree.lines()
+                .any(|l| l.contains("─ Pod initfail-") && l.contains("NotReady")),
+            "{tree}"
+        );
+        assert!(
+            tree.contains("CrashLoopBackOff: init container migrate of pod initfail-"),
+            "{tree}"
+        );
+        eprintln!("kubectl kubundle status initfail:\n{tree}");
         for (_, _, _, _, _, fixed) in &cases {
             apply_yaml(&ns, fixed);
         }

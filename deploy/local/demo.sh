@@ -79,6 +79,9 @@ echo "chart:          $KUBUNDLE_CHART"
 
 say "helm install kubundle from the OCI chart (namespace kubundle-system, restricted Pod Security)"
 $cluster real-namespace kubundle-system
+# Helm installs the chart's CRD only when there is none, and never upgrades it: on a cluster that
+# ran an older demo, apply the current one first (README: Upgrade).
+kubectl apply --server-side --force-conflicts -f charts/kubundle/crds/ >/dev/null
 kubectl label namespace kubundle-system --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
 start=$(date +%s%3N)
 helm upgrade --install kubundle "$KUBUNDLE_CHART" --plain-http -n kubundle-system \
@@ -117,6 +120,13 @@ echo "$answer"
 [[ $answer == *"$entry"* ]] || { echo "the entry was not read back" >&2; exit 1; }
 echo "(entry written to the Redis leader, read back from a follower: answering $(ms_since "$start") after kubectl apply)"
 
+say "kubectl kubundle status: an AppBundle, its children and its pods (the kubectl plugin)"
+plugin_dir=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubundle/cargo-target}/release
+CARGO_TARGET_DIR=$(dirname "$plugin_dir") cargo build --locked --quiet --release --bin kubectl-kubundle
+export PATH=$plugin_dir:$PATH
+echo "\$ kubectl kubundle status frontend -n guestbook"
+kubectl kubundle status frontend -n guestbook
+
 cat <<EOF
 
 Open the guestbook in a browser:
@@ -124,9 +134,11 @@ Open the guestbook in a browser:
   from elsewhere:   eval "\$($cluster env)"; kubectl port-forward -n guestbook service/frontend 8080:80
                     then http://localhost:8080/
 Try it:
-  eval "\$($cluster env)"
+  eval "\$($cluster env)"; export PATH=$plugin_dir:\$PATH
   kubectl patch appbundle frontend -n guestbook --type=merge -p '{"spec":{"image":"registry.kubundle.local/guestbook-frontend:v2"}}'
                                                        # a rolling update, readiness-gated
+  kubectl kubundle history frontend -n guestbook       # revision 1 (v1), revision 2 (v2) once Ready
+  kubectl kubundle rollback frontend -n guestbook      # back to v1: recorded as revision 3
   kubectl patch appbundle frontend -n guestbook --type=merge -p '{"spec":{"image":"registry.kubundle.local/nope:1"}}'
   kubectl get appbundle frontend -n guestbook          # Ready=False ImagePullBackOff, Stalled
   kubectl logs -n kubundle-system deployment/kubundle  # the operator's JSON logs

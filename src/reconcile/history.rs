@@ -2,9 +2,9 @@
 //! newest spec, that spec becomes its newest revision, if it is not already.
 //!
 //! Requests: none while `status.currentRevision` names the spec (steady state, restarts). For a
-//! new spec, one create (the number follows `status.revision`); a list too when the status has
-//! no revision yet, when the spec was recorded before (a rollback: it is renumbered with a patch)
-//! and when there are more revisions than the limit (the oldest are deleted).
+//! new spec, one create (the number follows `status.revision`); a list too when the spec was
+//! recorded before (a rollback: it is renumbered with a patch) and when there are more revisions
+//! than the limit (the oldest are deleted).
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -41,34 +41,30 @@ pub async fn record(
         let params = ListParams::default().labels(&selector_string(&name));
         api.list(&params).await.map(|l| revisions(l.items, &uid))
     };
-    let last = bundle.status.as_ref().and_then(|s| s.revision);
-    let mut known = match last {
-        Some(_) => None,
-        None => Some(list().await?),
-    };
-    let newest = |known: &Option<Vec<crate::history::Revision>>| {
-        known
-            .as_ref()
-            .and_then(|k| k.last().map(|r| r.number))
-            .or(last)
-            .unwrap_or(0)
-    };
-    let number = newest(&known) + 1;
-    let exists = known
-        .as_ref()
-        .is_some_and(|k| k.iter().any(|r| r.name == wanted));
-    let render_error = |e: crate::render::RenderError| kube::Error::Service(e.to_string().into());
-    if !exists {
-        let revision = controller_revision(bundle, number).map_err(render_error)?;
-        metrics.write("ControllerRevision", "create");
-        match api.create(&PostParams::default(), &revision).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                // Recorded before: a rollback to an earlier spec (or a spec that came back).
-                known = Some(list().await?);
+    // The number follows the status's (1 for the first): the status names the newest revision,
+    // since only kubundle records revisions and it records the status with them.
+    let last = bundle.status.as_ref().and_then(|s| s.revision).unwrap_or(0);
+    let number = last + 1;
+    let mut known = None;
+    let revision = controller_revision(bundle, number)
+        .map_err(|e| kube::Error::Service(e.to_string().into()))?;
+    metrics.write("ControllerRevision", "create");
+    match api.create(&PostParams::default(), &revision).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Recorded before: a rollback to an earlier spec (or a spec that came back).
+            let listed = list().await?;
+            if !listed.iter().any(|r| r.name == wanted) {
+                return Err(kube::Error::Service(
+                    format!(
+                        "a ControllerRevision named {wanted} exists and is not this AppBundle's"
+                    )
+                    .into(),
+                ));
             }
-            Err(e) => return Err(e),
+            known = Some(listed);
         }
+        Err(e) => return Err(e),
     }
     let mut number = number;
     if let Some(k) = &known

@@ -219,7 +219,8 @@ fn autoscaling_status(hpa: &HorizontalPodAutoscaler) -> AutoscalingStatus {
 }
 
 /// Whether going from status `old` to `new` changes what a GitOps tool or `kubectl wait` decides:
-/// Ready turning True or leaving True, Stalled turning on or off, another reason to be Stalled.
+/// Ready turning True or leaving True, Stalled turning on or off, another reason to be Stalled;
+/// or records a new revision (written with the revision it names, so that it is recorded once).
 /// Anything else is progress (a new observedGeneration, Reconciling's reason and message,
 /// replica counts, Ready between Unknown and False), which kubundle writes at most every
 /// [`PROGRESS_INTERVAL`]: while it waits, kstatus (Flux, Helm) and Argo CD already say "in
@@ -231,6 +232,7 @@ pub fn is_milestone(old: &AppBundleStatus, new: &AppBundleStatus) -> bool {
     };
     let is_true = |s: &AppBundleStatus, t: &str| cond(s, t).is_some_and(|c| c.0 == TRUE);
     is_true(old, READY) != is_true(new, READY)
+        || old.current_revision != new.current_revision
         || is_true(old, STALLED) != is_true(new, STALLED)
         || (is_true(new, STALLED) && cond(old, STALLED) != cond(new, STALLED))
 }

@@ -636,6 +636,11 @@ fn a_rollouts_steps_are_progress_and_its_start_and_end_are_milestones() {
         !is_milestone(&stalled, &same_reason),
         "the same reason, another message"
     );
+    // A new revision recorded (a spec change that kept Ready True): written at once.
+    let mut recorded = same_reason.clone();
+    recorded.revision = Some(2);
+    recorded.current_revision = Some("frontend-0123456789".into());
+    assert!(is_milestone(&same_reason, &recorded));
 }
 
 #[test]
