@@ -115,7 +115,7 @@ pub async fn history(
         })
         .collect();
     out.push_str(&table(
-        ["REVISION", "IMAGE", "RECORDED", "CONTROLLERREVISION"],
+        ["REVISION", "IMAGE", "FIRST RECORDED", "CONTROLLERREVISION"],
         &rows,
     ));
     Ok(out)

@@ -197,11 +197,7 @@ impl ConfigTracker {
                     Some(hash) => Some(hash),
                     None => self.read(client, &key).await?,
                 },
-                None if !follow => {
-                    // Not listed yet: nothing to report.
-                    hashes.push(Some(String::new()));
-                    continue;
-                }
+                // Not listed yet (kubundle just started): read it.
                 None => self.read(client, &key).await?,
             };
             if hash.is_none() && !r.optional {
