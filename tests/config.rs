@@ -198,3 +198,32 @@ async fn a_missing_configmap_is_reported_until_it_exists() {
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+/// Without the chart's `configRollouts.secrets` (tests/run.sh's operator has no --follow-secrets),
+/// a Secret the pods use cannot be followed: Ready says so, instead of a rollout that never comes.
+#[tokio::test]
+async fn a_secret_that_cannot_be_followed_is_said_in_ready() {
+    let client = client().await;
+    let ns = create_namespace(&client, "config-secret").await;
+    apply_yaml(
+        &ns,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: api-token}\nstringData: {token: one}\n",
+    );
+    apply_yaml(
+        &ns,
+        &bundle(
+            "web",
+            "  rolloutOnConfigChange: true\n  env:\n  - name: TOKEN\n    valueFrom: {secretKeyRef: {name: api-token, key: token}}\n",
+        ),
+    );
+    let api = bundles(&client, &ns);
+    let b = wait_bundle(&api, "web", WAIT, "Ready", is_ready).await;
+    let (_, _, message) = condition_of(&b, "Ready").unwrap();
+    assert!(
+        message.ends_with(
+            "changes of Secret api-token roll nothing: kubundle may not read Secrets (chart value configRollouts.secrets)"
+        ),
+        "{message}"
+    );
+    delete_namespace(&client, &ns).await;
+}

@@ -55,6 +55,9 @@ pub struct Resolved {
     pub missing: Vec<ConfigRef>,
     /// The digest to put on the pod template (with `spec.rolloutOnConfigChange`).
     pub digest: Option<String>,
+    /// Secrets the pods use that kubundle may not read, so does not follow (with
+    /// `spec.rolloutOnConfigChange`): their changes roll nothing.
+    pub unfollowed: Vec<ConfigRef>,
 }
 
 impl ConfigTracker {
@@ -169,10 +172,13 @@ impl ConfigTracker {
         follow: bool,
     ) -> Result<Resolved, kube::Error> {
         self.register(ns, name, refs);
-        let refs: Vec<&ConfigRef> = refs
+        let mut resolved = Resolved::default();
+        let (refs, unfollowed): (Vec<&ConfigRef>, Vec<&ConfigRef>) = refs
             .iter()
-            .filter(|r| r.kind == ConfigKind::ConfigMap || self.secrets)
-            .collect();
+            .partition(|r| r.kind == ConfigKind::ConfigMap || self.secrets);
+        if follow {
+            resolved.unfollowed = unfollowed.into_iter().cloned().collect();
+        }
         // Per object: Some(Some(version)) exists, Some(None) does not, None not known yet.
         let known: Vec<Option<Option<String>>> = {
             let state = self.state.lock().unwrap();
@@ -186,7 +192,6 @@ impl ConfigTracker {
                 })
                 .collect()
         };
-        let mut resolved = Resolved::default();
         let mut hashes: Vec<Option<String>> = Vec::with_capacity(refs.len());
         for (r, known) in refs.iter().zip(known) {
             let key = (r.kind, ns.to_string(), r.name.clone());

@@ -189,9 +189,19 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         )
         .modify(CachedBundle::slim),
     )
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed) {
-            info!("AppBundle cache synced; reconciling");
+    .inspect({
+        let ctx = ctx.clone();
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed)
+            {
+                info!("AppBundle cache synced; reconciling");
+            }
+            // A deleted AppBundle no longer uses any ConfigMap (it may go without a reconcile
+            // seeing it go).
+            if let Ok(watcher::Event::Delete(gone)) = event {
+                ctx.config
+                    .forget(&gone.namespace().unwrap_or_default(), &gone.name_any());
+            }
         }
     })
     .applied_objects()

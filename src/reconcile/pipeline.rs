@@ -311,6 +311,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         ingress: ingress.as_ref(),
         pods: problem.as_ref(),
         missing_config: &config.missing,
+        unfollowed_config: &config.unfollowed,
     };
     let mut status = status::compute(
         &bundle,

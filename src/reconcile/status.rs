@@ -63,6 +63,9 @@ pub struct Observed<'a> {
     pub pods: Option<&'a PodProblem>,
     /// ConfigMaps and Secrets the pods use (not optionally) that do not exist ([`super::config`]).
     pub missing_config: &'a [ConfigRef],
+    /// Secrets the pods use that `spec.rolloutOnConfigChange` cannot follow (kubundle may not
+    /// read Secrets): said in Ready's message, so that no one waits for a rollout that will not come.
+    pub unfollowed_config: &'a [ConfigRef],
 }
 
 /// A summary of the rollout, used for the Ready/Reconciling conditions and their messages.
@@ -509,6 +512,25 @@ pub fn compute(
             )
         }
         _ => (ready, reconciling),
+    };
+    let ready = match observed.unfollowed_config {
+        [] => ready,
+        unfollowed => {
+            let names = unfollowed
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let note = format!(
+                "changes of Secret {names} roll nothing: kubundle may not read Secrets (chart value configRollouts.secrets)"
+            );
+            let msg = if ready.2.is_empty() {
+                note
+            } else {
+                format!("{}; {note}", ready.2)
+            };
+            (ready.0, ready.1, msg)
+        }
     };
     set(&mut status, READY, ready.0, ready.1, ready.2);
     set(

@@ -70,6 +70,7 @@ fn ready_when_fully_rolled_out() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -110,6 +111,7 @@ fn old_pods_left_keep_it_reconciling() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -145,6 +147,7 @@ fn unobserved_deployment_generation_is_not_ready() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -168,6 +171,7 @@ fn load_balancer_waits_for_an_address() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -186,6 +190,7 @@ fn load_balancer_waits_for_an_address() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -215,6 +220,7 @@ fn progress_deadline_exceeded_is_stalled() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -267,6 +273,7 @@ fn recomputing_the_same_facts_changes_nothing() {
         ingress: None,
         pods: None,
         missing_config: &[],
+        unfollowed_config: &[],
     };
     let first = compute(&b, &observed, None, "cluster.local", &now());
     b.status = Some(first.clone());
@@ -295,6 +302,7 @@ fn old_pods_terminating_keep_ready_false() {
         ingress: None,
         pods: None,
         missing_config: &[],
+        unfollowed_config: &[],
     };
     let s = compute(&b, &observed, None, "cluster.local", &now());
     assert_eq!(cond(&s, READY), (FALSE, reason::PODS_TERMINATING));
@@ -324,6 +332,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -349,6 +358,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -373,6 +383,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -390,6 +401,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
             ingress: None,
             pods: None,
             missing_config: &[],
+            unfollowed_config: &[],
         },
         None,
         "cluster.local",
@@ -437,6 +449,7 @@ fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
                 ingress: None,
                 pods: Some(p),
                 missing_config: &[],
+                unfollowed_config: &[],
             },
             None,
             "cluster.local",
@@ -678,5 +691,35 @@ fn a_missing_configmap_is_the_reason_not_stalled_even_when_the_pods_run() {
     assert_eq!(
         find_condition(&s.conditions, RECONCILING).unwrap().status,
         "True"
+    );
+}
+
+#[test]
+fn secrets_that_cannot_be_followed_are_said_in_ready() {
+    use crate::render::config::{ConfigKind, ConfigRef};
+    let b = bundle(3, "ClusterIP");
+    let d = rolled_out(3);
+    let svc = service(None);
+    let unfollowed = [ConfigRef {
+        kind: ConfigKind::Secret,
+        name: "api-token".into(),
+        optional: false,
+        field: "spec.env[0]".into(),
+    }];
+    let observed = Observed {
+        deployment: Some(&d),
+        service: Some(&svc),
+        unfollowed_config: &unfollowed,
+        ..Observed::default()
+    };
+    let s = compute(&b, &observed, None, "cluster.local", &now());
+    let ready = find_condition(&s.conditions, READY).unwrap();
+    assert_eq!(ready.status, "True");
+    assert!(
+        ready.message.ends_with(
+            "; changes of Secret api-token roll nothing: kubundle may not read Secrets (chart value configRollouts.secrets)"
+        ),
+        "{}",
+        ready.message
     );
 }
