@@ -156,8 +156,10 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     .await?;
     let mut blocker = set.iter().find_map(Child::blocker);
     // The configuration digest the running pods were made with, to tell a config-driven rollout.
+    // (Only for AppBundles that follow their configuration: parsing the Deployment costs.)
     let live_digest: Option<String> = set
         .iter()
+        .filter(|_| config.digest.is_some())
         .find(|c| c.kind == ChildKind::Deployment)
         .and_then(Child::live_as::<Deployment>)
         .and_then(|d| render::config::digest_of(&d).map(str::to_string));

@@ -443,6 +443,11 @@ fn http_renders_a_route_to_the_gateway_or_an_ingress() {
     assert_eq!(tls.hosts.as_ref().unwrap().len(), 2);
 }
 
+/// The pod spec of `b`'s Deployment.
+fn pod_spec(b: &AppBundle) -> k8s_openapi::api::core::v1::PodSpec {
+    deployment(b).unwrap().spec.unwrap().template.spec.unwrap()
+}
+
 #[test]
 fn sidecars_run_as_native_sidecars_before_the_init_containers() {
     let mut s: AppBundleSpec = serde_json::from_value(serde_json::json!({
@@ -462,13 +467,7 @@ fn sidecars_run_as_native_sidecars_before_the_init_containers() {
         ),
         ..BundlePod::default()
     });
-    let pod = deployment(&bundle(s))
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = pod_spec(&bundle(s));
     let init = pod.init_containers.unwrap();
     let summary: Vec<(&str, Option<&str>)> = init
         .iter()
@@ -501,12 +500,6 @@ fn sidecars_run_as_native_sidecars_before_the_init_containers() {
 
 #[test]
 fn without_sidecars_or_init_containers_the_pod_has_no_init_containers() {
-    let pod = deployment(&bundle(spec("nginx")))
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = pod_spec(&bundle(spec("nginx")));
     assert!(pod.init_containers.is_none());
 }
