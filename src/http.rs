@@ -1,13 +1,14 @@
 //! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves),
 //! `/readyz` (the controller has listed its AppBundles, its watches are not failing and it is
 //! reconciling, or this replica stands
-//! by for the leader lease).
+//! by for the leader lease), `/debug/cache/{namespace}/{name}` (the resourceVersions and replica
+//! counts kubundle's cache holds of one AppBundle's children: is its view behind the API server's?).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -27,6 +28,8 @@ pub struct HttpState {
     pub watches: Arc<crate::reconcile::watches::WatchHealth>,
     /// True while this replica stands by for the leader lease (ready: healthy and waiting).
     pub standby: Arc<AtomicBool>,
+    /// The controller's shared state (its children cache, for `/debug/cache`).
+    pub controller: Arc<crate::reconcile::Context>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -34,6 +37,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/debug/cache/{namespace}/{name}", get(debug_cache))
         .with_state(state)
 }
 
@@ -46,6 +50,20 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.encode(),
+    )
+}
+
+async fn debug_cache(
+    State(state): State<HttpState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state
+            .controller
+            .cache
+            .describe(&namespace, &name)
+            .to_string(),
     )
 }
 

@@ -152,7 +152,7 @@ async fn main() -> ExitCode {
         metrics.clone(),
         settings,
     ));
-    let (run, handles) = controller(ctx);
+    let (run, handles) = controller(ctx.clone());
 
     // A standby replica is ready (healthy and waiting); the leader once its cache is synced.
     let standby = Arc::new(AtomicBool::new(args.leader_elect));
@@ -172,6 +172,7 @@ async fn main() -> ExitCode {
         ready: handles.synced,
         watches: handles.watches,
         standby: standby.clone(),
+        controller: ctx,
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 

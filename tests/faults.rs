@@ -7,8 +7,8 @@ mod support;
 mod faults {
     use std::time::{Duration, Instant};
 
-    use k8s_openapi::api::apps::v1::Deployment;
-    use kube::api::{ListParams, Patch, PatchParams};
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use kube::api::{GetParams, ListParams, Patch, PatchParams};
     use kube::{Api, ResourceExt};
     use kubundle::api::AppBundle;
 
@@ -143,16 +143,25 @@ mod faults {
             }
         })
         .await;
-        wait_bundle(
-            &api,
-            "web",
-            // Ready needs the Deployment controller to roll out, which recovers at its own pace
-            // (its reflectors back off up to 30 s after an outage; 65-84 s were measured).
-            Duration::from_secs(180),
-            "Ready with the new image",
-            is_ready,
-        )
-        .await;
+        // Ready needs the Deployment controller to roll out, which recovers at its own pace (its
+        // reflectors back off up to 30 s after an outage; 65-84 s were measured). A timeout says
+        // whose view was behind: the API server's (etcd against its watch cache), the Deployment
+        // controller's (its observedGeneration, the ReplicaSets) or kubundle's (its cache).
+        let waited = Instant::now();
+        loop {
+            let b = api.get("web").await.unwrap();
+            if is_ready(&b) {
+                break;
+            }
+            if waited.elapsed() > Duration::from_secs(180) {
+                panic!(
+                    "timed out after 180s waiting for Ready with the new image; last seen: status: {}\n{}",
+                    serde_json::to_string(&b.status).unwrap(),
+                    views_of_deployment(&client, &ns, "web", &operator).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let errors = operator
             .metric(r#"kubundle_watch_errors_total{resource="appbundles"}"#)
             .await;
@@ -167,6 +176,72 @@ mod faults {
             assert!(errors > 0.0, "no watch error counted");
         }
         delete_namespace(&client, &ns).await;
+    }
+
+    /// Each party's view of Deployment `name`, for a failure message: etcd's (a quorum GET), the
+    /// API server's watch cache (a GET at resourceVersion 0), the Deployment controller's (the
+    /// observedGeneration it reached, the ReplicaSets it made) and kubundle's cache.
+    async fn views_of_deployment(
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        operator: &Operator,
+    ) -> String {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let brief = |d: &Deployment| {
+            let status = d.status.clone().unwrap_or_default();
+            format!(
+                "resourceVersion {:?}, generation {:?}, spec.replicas {:?}, status: observedGeneration {:?}, \
+                 replicas {:?}, updated {:?}, ready {:?}, available {:?}",
+                d.metadata.resource_version,
+                d.metadata.generation,
+                d.spec.as_ref().and_then(|s| s.replicas),
+                status.observed_generation,
+                status.replicas,
+                status.updated_replicas,
+                status.ready_replicas,
+                status.available_replicas
+            )
+        };
+        let mut out = String::new();
+        match deployments.get(name).await {
+            Ok(d) => out += &format!("etcd (quorum GET): {}\n", brief(&d)),
+            Err(e) => out += &format!("etcd (quorum GET): {e}\n"),
+        }
+        match deployments.get_with(name, &GetParams::any()).await {
+            Ok(d) => out += &format!("API server watch cache (GET rv=0): {}\n", brief(&d)),
+            Err(e) => out += &format!("API server watch cache (GET rv=0): {e}\n"),
+        }
+        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+        match sets
+            .list(&ListParams::default().labels(&kubundle::render::selector_string(name)))
+            .await
+        {
+            Ok(list) => {
+                for rs in list.items {
+                    let status = rs.status.clone().unwrap_or_default();
+                    out += &format!(
+                        "ReplicaSet {}: spec.replicas {:?}, replicas {}, ready {:?}, observedGeneration {:?} of {:?}\n",
+                        rs.name_any(),
+                        rs.spec.as_ref().and_then(|s| s.replicas),
+                        status.replicas,
+                        status.ready_replicas,
+                        status.observed_generation,
+                        rs.metadata.generation
+                    );
+                }
+            }
+            Err(e) => out += &format!("ReplicaSets: {e}\n"),
+        }
+        let cached = http_get(&format!("{}/debug/cache/{ns}/{name}", operator.url)).await;
+        out += &format!("kubundle's cache: {cached:?}\n");
+        let watch_errors = scrape(&format!("{}/metrics", operator.url)).await;
+        out += &watch_errors
+            .lines()
+            .filter(|l| l.starts_with("kubundle_watch_errors_total"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        out
     }
 
     /// The API server stopped for 60 s (a control-plane upgrade): /readyz goes false and back,

@@ -240,6 +240,37 @@ impl ChildCache {
         }
     }
 
+    /// What the cache holds of AppBundle `ns/name`'s children, for `/debug/cache` (diagnosis: is
+    /// kubundle's view behind the API server's?): per kind, the resourceVersion, the generation,
+    /// and for a Deployment its spec and status replica counts. Nothing of the pod template.
+    pub fn describe(&self, ns: &str, name: &str) -> serde_json::Value {
+        let kinds = ChildKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                let cached = self.get(kind, ns, name)?;
+                let obj = cached.object();
+                let mut entry = serde_json::json!({
+                    "resourceVersion": cached.resource_version,
+                    "generation": obj.metadata.generation,
+                });
+                if kind == ChildKind::Deployment {
+                    entry["specReplicas"] = obj.data["spec"]["replicas"].clone();
+                    for field in [
+                        "observedGeneration",
+                        "replicas",
+                        "updatedReplicas",
+                        "readyReplicas",
+                        "availableReplicas",
+                    ] {
+                        entry[field] = obj.data["status"][field].clone();
+                    }
+                }
+                Some((kind.name().to_string(), entry))
+            })
+            .collect::<serde_json::Map<_, _>>();
+        serde_json::Value::Object(kinds)
+    }
+
     /// Marks a kind that is not watched (its API is not served) as synced: it has no objects.
     pub fn mark_unwatched(&self, kind: ChildKind) {
         self.kind(kind).synced.store(true, AtomicOrdering::Release);
