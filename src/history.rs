@@ -128,12 +128,22 @@ pub fn revisions(list: Vec<ControllerRevision>, uid: &str) -> Vec<Revision> {
     out
 }
 
-/// The spec a rollback to `target` writes: the recorded spec, with the current `replicas` (a
-/// rollback does not scale).
-pub fn rollback_spec(current: &Value, target: &Revision) -> Value {
+/// The spec a rollback to `target` writes: the recorded spec with the replicas that run now (a
+/// rollback does not scale). That is the current `replicas`, except across autoscaling: from an
+/// autoscaled spec to one without autoscaling, `running` (the Deployment's count, the
+/// autoscaler's last choice), since the current `replicas` was not in use and may be anything.
+pub fn rollback_spec(current: &Value, target: &Revision, running: Option<i64>) -> Value {
     let mut spec = target.spec.clone();
-    if let (Some(map), Some(replicas)) = (spec.as_object_mut(), current.get("replicas")) {
-        map.insert("replicas".into(), replicas.clone());
+    let autoscaled = |s: &Value| s.get("autoscaling").is_some_and(|a| !a.is_null());
+    let replicas = if autoscaled(current) && !autoscaled(&spec) {
+        running
+            .map(Value::from)
+            .or_else(|| current.get("replicas").cloned())
+    } else {
+        current.get("replicas").cloned()
+    };
+    if let (Some(map), Some(replicas)) = (spec.as_object_mut(), replicas) {
+        map.insert("replicas".into(), replicas);
     }
     spec
 }
@@ -184,8 +194,31 @@ mod tests {
         let revs = revisions(list, "u1");
         let summary: Vec<(i64, &str)> = revs.iter().map(|r| (r.number, r.image())).collect();
         assert_eq!(summary, [(1, "app:1"), (2, "app:2")]);
-        let back = rollback_spec(&json!({"image": "app:2", "replicas": 7}), &revs[0]);
+        let back = rollback_spec(&json!({"image": "app:2", "replicas": 7}), &revs[0], Some(3));
         assert_eq!(back["image"], "app:1");
         assert_eq!(back["replicas"], 7);
+        // Without replicas (the autoscaler set them, or nobody declared them): none written, so
+        // the Deployment keeps what it runs.
+        let back = rollback_spec(&json!({"image": "app:2"}), &revs[0], Some(3));
+        assert!(back.get("replicas").is_none());
+    }
+
+    #[test]
+    fn a_rollback_out_of_autoscaling_keeps_the_pods_that_run() {
+        let a = bundle(json!({"image": "app:1", "replicas": 4, "ports": [{"containerPort": 80}]}));
+        let revs = revisions(vec![controller_revision(&a, 1).unwrap()], "u1");
+        // The spec while autoscaled still holds a replicas nobody uses (an old CRD defaulted it
+        // to 1): the rollback writes what runs, 5, not 1.
+        let autoscaled = json!({"image": "app:2", "replicas": 1,
+                                "autoscaling": {"minReplicas": 2, "maxReplicas": 6}});
+        let back = rollback_spec(&autoscaled, &revs[0], Some(5));
+        assert_eq!(back["replicas"], 5);
+        assert!(back.get("autoscaling").is_none());
+        // Into autoscaling: the replicas stay as they are (not used while autoscaled).
+        let b = bundle(json!({"image": "app:1", "ports": [{"containerPort": 80}],
+                              "autoscaling": {"maxReplicas": 6}}));
+        let revs = revisions(vec![controller_revision(&b, 1).unwrap()], "u1");
+        let back = rollback_spec(&json!({"image": "app:2", "replicas": 3}), &revs[0], Some(3));
+        assert_eq!(back["replicas"], 3);
     }
 }

@@ -227,3 +227,148 @@ async fn a_secret_that_cannot_be_followed_is_said_in_ready() {
     );
     delete_namespace(&client, &ns).await;
 }
+
+/// The AppBundles `name`s: each one's (generation of its Deployment, ReplicaSets).
+async fn templates(client: &Client, ns: &str, names: &[String]) -> Vec<(i64, usize)> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push((
+            template(client, ns, name).await.0,
+            replica_sets(client, ns, name).await,
+        ));
+    }
+    out
+}
+
+/// Ten AppBundles that follow one ConfigMap through envFrom. The ConfigMap deleted: each says
+/// ConfigMissing and no pod rolls (pods made now could not start, and the rolling update would
+/// take the old ones away); re-created with the same contents: Ready again and still no rollout.
+/// (Before: the deletion rolled all of them, with a ConfigChanged Event each saying the contents
+/// changed, and the re-creation rolled them all again.)
+#[tokio::test]
+async fn a_deleted_configmap_rolls_nothing_and_its_recreation_with_the_same_contents_neither() {
+    let client = client().await;
+    let ns = create_namespace(&client, "config-deleted").await;
+    apply_yaml(&ns, &config_map("shared", "hello"));
+    let names: Vec<String> = (0..10).map(|i| format!("app-{i}")).collect();
+    let yaml: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "---\n{}",
+                bundle(
+                    n,
+                    "  envFrom: [{configMapRef: {name: shared}}]\n  rolloutOnConfigChange: true\n"
+                )
+            )
+        })
+        .collect();
+    apply_yaml(&ns, &yaml);
+    let api = bundles(&client, &ns);
+    for n in &names {
+        wait_bundle(&api, n, WAIT, "Ready", is_ready).await;
+    }
+    let before = templates(&client, &ns, &names).await;
+    assert!(before.iter().all(|(_, sets)| *sets == 1), "{before:?}");
+
+    run_ok(kubectl(&["delete", "configmap", "shared", "-n", &ns]));
+    for n in &names {
+        wait_bundle(&api, n, WAIT, "Ready=False ConfigMissing", |b| {
+            condition_of(b, "Ready").is_some_and(|c| c.0 == "False" && c.1 == "ConfigMissing")
+        })
+        .await;
+    }
+    // Past the settle window: nothing rolled.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        templates(&client, &ns, &names).await,
+        before,
+        "a missing ConfigMap rolled pods"
+    );
+
+    apply_yaml(&ns, &config_map("shared", "hello"));
+    for n in &names {
+        wait_bundle(&api, n, WAIT, "Ready once it exists again", is_ready).await;
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        templates(&client, &ns, &names).await,
+        before,
+        "the same contents again rolled pods"
+    );
+    let events = event_reasons(&client, &ns, "app-0").await;
+    assert!(!events.iter().any(|e| e.0 == "ConfigChanged"), "{events:?}");
+
+    // New contents then roll each once.
+    apply_yaml(&ns, &config_map("shared", "bonjour"));
+    for n in &names {
+        wait_bundle(&api, n, WAIT, "Ready after the new contents", |b| {
+            is_ready(b)
+        })
+        .await;
+    }
+    eventually(WAIT, "one rollout each", || async {
+        let now = templates(&client, &ns, &names).await;
+        let rolled = now
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| n.0 == b.0 + 1 && n.1 == 2);
+        if rolled {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// Ten edits of a ConfigMap within about 2.5 s roll the pods of the AppBundle that follows it
+/// once, with the last contents, once the edits have settled (5 s without a change). (Before:
+/// ten rollouts.)
+#[tokio::test]
+async fn a_burst_of_configmap_edits_rolls_the_pods_once() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams};
+    let client = client().await;
+    let ns = create_namespace(&client, "config-burst").await;
+    apply_yaml(&ns, &config_map("settings", "v0"));
+    apply_yaml(
+        &ns,
+        &bundle(
+            "web",
+            "  envFrom: [{configMapRef: {name: settings}}]\n  rolloutOnConfigChange: true\n",
+        ),
+    );
+    let api = bundles(&client, &ns);
+    wait_bundle(&api, "web", WAIT, "Ready", is_ready).await;
+    let (generation, digest) = template(&client, &ns, "web").await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let start = std::time::Instant::now();
+    for i in 1..=10 {
+        let patch = serde_json::json!({"data": {"greeting": format!("v{i}")}});
+        maps.patch("settings", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let burst = start.elapsed();
+    assert!(burst < Duration::from_secs(5), "the burst took {burst:?}");
+    let rolled = eventually(Duration::from_secs(30), "the rollout", || async {
+        match template(&client, &ns, "web").await {
+            (g, d) if d != digest => Ok(g),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(rolled, generation + 1);
+    wait_bundle(&api, "web", WAIT, "Ready after the rollout", is_ready).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        template(&client, &ns, "web").await.0,
+        generation + 1,
+        "rolled more than once"
+    );
+    assert_eq!(replica_sets(&client, &ns, "web").await, 2);
+    delete_namespace(&client, &ns).await;
+}

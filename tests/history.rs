@@ -122,7 +122,7 @@ async fn a_rollback_restores_the_previous_image_and_the_status_names_the_revisio
     );
     let back = ready_at_revision(&api, "web", 3).await;
     assert_eq!(back.spec.image, "nginx:1.26");
-    assert_eq!(back.spec.replicas, 3, "a rollback does not scale");
+    assert_eq!(back.spec.replicas, Some(3), "a rollback does not scale");
     let status = back.status.unwrap();
     assert_eq!(
         status.current_revision.as_deref(),

@@ -210,7 +210,7 @@ async fn kubectl_scale_scales_the_deployment() {
         is_ready(b) && b.status.as_ref().unwrap().ready_replicas == Some(5)
     })
     .await;
-    assert_eq!(b.spec.replicas, 5);
+    assert_eq!(b.spec.replicas, Some(5));
     assert_eq!(b.status.unwrap().replica_summary.as_deref(), Some("5/5"));
     let d: Deployment = Api::namespaced(client.clone(), &ns)
         .get("frontend")

@@ -369,7 +369,8 @@ async fn the_autoscaler_takes_the_replicas_over_without_a_fight() {
     ]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("cannot change while spec.autoscaling is set"),
+        !out.status.success()
+            && stderr.contains("cannot be set or changed while spec.autoscaling is set"),
         "{stderr}"
     );
 
@@ -830,5 +831,188 @@ async fn every_optional_child_is_updated_collected_and_never_taken_over() {
     }
     assert!(kubundle_entry(&ingresses.get("taken").await.unwrap()).is_none());
     assert!(kubundle_entry(&routes.get("routed").await.unwrap()).is_none());
+    delete_namespace(&client, &ns).await;
+}
+
+/// The Deployment's image and generation, read from the API server.
+async fn image_and_generation(deployments: &Api<Deployment>, name: &str) -> (String, i64) {
+    let d = deployments.get(name).await.unwrap();
+    let image = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap_or_default();
+    (image, d.metadata.generation.unwrap_or_default())
+}
+
+/// Waits for Stalled with `reason`, lets any write that would follow land, and checks that the
+/// Deployment is still as it was `before` (its image and generation).
+async fn held_back(
+    api: &Api<AppBundle>,
+    deployments: &Api<Deployment>,
+    before: &(String, i64),
+    reason: &str,
+    blocked: &str,
+) -> AppBundle {
+    let stalled = wait_bundle(api, "web", MINUTE, &format!("Stalled {reason}"), |b| {
+        condition_of(b, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == reason)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        &image_and_generation(deployments, "web").await,
+        before,
+        "the Deployment changed while the {blocked} was {reason}"
+    );
+    stalled
+}
+
+/// Children change as a unit on every spec change, not only at creation: while one child is
+/// blocked (an object of its name that is not kubundle's) or refused (an admission policy), the
+/// image change that came with it does not reach the Deployment.
+#[tokio::test]
+async fn a_blocked_or_refused_child_holds_back_the_whole_change() {
+    let client = client().await;
+    let ns = create_namespace(&client, "unit").await;
+    let api = bundles(&client, &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let spec = |image: &str, extra: &str| {
+        format!(
+            "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: web}}\n\
+             spec:\n  image: {image}\n  replicas: 2\n  ports: [{{containerPort: 80}}]\n\
+             \x20 resources: {{requests: {{cpu: 100m}}}}\n{extra}"
+        )
+    };
+    apply_yaml(&ns, &spec("nginx:1.27", ""));
+    wait_bundle(&api, "web", MINUTE, "Ready", is_ready).await;
+    let before = image_and_generation(&deployments, "web").await;
+    assert_eq!(before.0, "nginx:1.27");
+
+    // A foreign Ingress of the AppBundle's name, then the image and the ingress in one change.
+    run_ok(kubectl(&[
+        "create",
+        "ingress",
+        "web",
+        "-n",
+        &ns,
+        "--rule=x.example.com/=theirs:80",
+    ]));
+    apply_yaml(&ns, &spec("nginx:1.28", "  http: {ingress: {}}\n"));
+    held_back(&api, &deployments, &before, "NameConflict", "Ingress").await;
+
+    // A foreign HorizontalPodAutoscaler of the AppBundle's name, with the next image.
+    run_ok(kubectl(&["delete", "ingress", "web", "-n", &ns]));
+    apply_yaml(&ns, &spec("nginx:1.28", ""));
+    wait_bundle(&api, "web", MINUTE, "Ready with nginx:1.28", |b| {
+        is_ready(b) && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some("nginx:1.28")
+    })
+    .await;
+    let before = image_and_generation(&deployments, "web").await;
+    let foreign_hpa = serde_json::json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "theirs"},
+                 "minReplicas": 1, "maxReplicas": 2},
+    });
+    apply_yaml(&ns, &foreign_hpa.to_string());
+    apply_yaml(
+        &ns,
+        &spec(
+            "nginx:1.29",
+            "  autoscaling: {minReplicas: 2, maxReplicas: 4}\n",
+        ),
+    );
+    held_back(
+        &api,
+        &deployments,
+        &before,
+        "NameConflict",
+        "HorizontalPodAutoscaler",
+    )
+    .await;
+    run_ok(kubectl(&["delete", "hpa", "web", "-n", &ns]));
+    apply_yaml(&ns, &spec("nginx:1.28", ""));
+
+    // An admission policy that refuses every Ingress in this namespace: nothing in the cache
+    // tells it, only the API server's answer (the dry run of the whole change).
+    let policy = format!("unit-refuse-ingress-{ns}");
+    let vap = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                     "operations": ["CREATE", "UPDATE"], "resources": ["ingresses"]}]},
+                 "validations": [{"expression": "false", "message": "Ingresses are not allowed here"}]},
+    });
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}},
+    });
+    apply_yaml(&ns, &vap.to_string());
+    apply_yaml(&ns, &binding.to_string());
+    // The policy takes effect once the API server has loaded it: a probe Ingress is refused.
+    eventually(MINUTE, "the admission policy in force", || async {
+        let out = run(kubectl(&[
+            "create",
+            "ingress",
+            "probe",
+            "-n",
+            &ns,
+            "--dry-run=server",
+            "--rule=x.example.com/=probe:80",
+        ]));
+        if out.status.success() {
+            Err("an Ingress is still admitted".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    wait_bundle(&api, "web", MINUTE, "Ready with nginx:1.28", |b| {
+        is_ready(b)
+            && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some("nginx:1.28")
+            && b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
+    })
+    .await;
+    let before = image_and_generation(&deployments, "web").await;
+    apply_yaml(&ns, &spec("nginx:1.29", "  http: {ingress: {}}\n"));
+    let refused = held_back(&api, &deployments, &before, "WriteRefused", "Ingress").await;
+    let message = condition_of(&refused, "Stalled").unwrap().2;
+    assert!(
+        message.contains("Ingresses are not allowed here"),
+        "the refusal is told in the API server's words: {message}"
+    );
+    for kind in [
+        "validatingadmissionpolicybinding",
+        "validatingadmissionpolicy",
+    ] {
+        run_ok(kubectl(&["delete", kind, &policy]));
+    }
+    // Once the policy goes, the whole change lands (a write an admission policy denied is tried
+    // again after 60 s): the Ingress, then the Deployment (Ready waits for an ingress controller
+    // to give the Ingress an address; there is none here).
+    wait_bundle(
+        &api,
+        "web",
+        2 * MINUTE,
+        "nginx:1.29 rolled out, the Ingress made",
+        |b| {
+            b.status.as_ref().and_then(|s| s.image.as_deref()) == Some("nginx:1.29")
+                && condition_of(b, "Ready").is_some_and(|c| c.1 == "WaitingForIngressAddress")
+        },
+    )
+    .await;
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), &ns);
+    assert!(kubundle_entry(&ingresses.get("web").await.unwrap()).is_some());
     delete_namespace(&client, &ns).await;
 }

@@ -71,9 +71,9 @@ pub const GROUP: &str = "kubundle.dev";
         .message("spec.ports[].nodePort is only allowed when spec.service.type is NodePort or LoadBalancer"),
     validation = Rule::new("!has(self.http) || self.ports.size() > 0")
         .message("spec.http routes to the Service's first port: spec.ports must list one"),
-    validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas")
-        .message("spec.replicas cannot change while spec.autoscaling is set: the autoscaler sets the number of pods. Change spec.autoscaling.minReplicas or maxReplicas instead (kubectl scale cannot scale an autoscaled AppBundle), or remove spec.autoscaling"),
-    validation = Rule::new("!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) == 0 || (type(self.disruptionBudget.minAvailable) == int ? self.disruptionBudget.minAvailable < (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) : int(string(self.disruptionBudget.minAvailable).replace('%', '')) * (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) <= 100 * ((has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : self.replicas) - 1))")
+    validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || !has(self.replicas) || (has(oldSelf.replicas) && self.replicas == oldSelf.replicas)")
+        .message("spec.replicas cannot be set or changed while spec.autoscaling is set: the autoscaler sets the number of pods. Change spec.autoscaling.minReplicas or maxReplicas instead (kubectl scale cannot scale an autoscaled AppBundle), or remove spec.autoscaling (leaving spec.replicas out, or removing it, is fine)"),
+    validation = Rule::new("!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) == 0 || (type(self.disruptionBudget.minAvailable) == int ? self.disruptionBudget.minAvailable < (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) : int(string(self.disruptionBudget.minAvailable).replace('%', '')) * (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) <= 100 * ((has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) - 1))")
         .message("spec.disruptionBudget.minAvailable must leave at least one pod evictable at the fewest pods (spec.replicas, or spec.autoscaling.minReplicas; percentages round up): otherwise it blocks every eviction, and so every node drain and upgrade"),
     validation = Rule::new("!has(self.sidecars) || !has(self.initContainers) || self.sidecars.all(s, !self.initContainers.exists(i, i.name == s.name))")
         .field_path(".initContainers")
@@ -87,11 +87,13 @@ pub struct AppBundleSpec {
         .message("spec.image must not start or end with whitespace (pods with such an image cannot be created)"))]
     pub image: String,
 
-    /// Number of pods. Defaults to 1. Also exposed through the scale subresource, so
-    /// `kubectl scale appbundle NAME --replicas=N` and a HorizontalPodAutoscaler work.
-    #[serde(default = "default_replicas")]
+    /// Number of pods. Not used while `autoscaling` is set. When not set, kubundle leaves the
+    /// number to whoever has it: a new AppBundle starts with 1 pod, and one whose `replicas` (or
+    /// `autoscaling`) was removed keeps the pods it runs. Also exposed through the scale
+    /// subresource (`kubectl scale appbundle NAME --replicas=N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
 
     /// Seconds a rollout may make no progress before it counts as failed; the AppBundle then turns
     /// Stalled with reason ProgressDeadlineExceeded. Defaults to 600 (the Deployment default).
@@ -210,10 +212,6 @@ pub struct AppBundleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub revision_history_limit: Option<i32>,
-}
-
-fn default_replicas() -> i32 {
-    1
 }
 
 /// A port of the container, and how the Service exposes it.

@@ -6,7 +6,7 @@
 //! the truth and the tool puts its spec back at its next sync: the rollback is refused with what
 //! to do instead, unless `--force` (a rollback until then, in an emergency).
 
-use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -191,8 +191,24 @@ struct RolledBack<'a> {
     image: &'a str,
     /// Nothing was written: the spec already is that revision's, or --dry-run.
     written: bool,
+    /// The replicas the rollback writes (none: the autoscaler's, or the Deployment keeps its
+    /// count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gitops: Option<&'static str>,
+}
+
+/// What a rollback does to the number of pods, in words.
+fn replicas_note(spec: &Value, running: Option<i64>) -> String {
+    let now = running.map_or(String::new(), |n| format!(" (now {n})"));
+    if spec.get("autoscaling").is_some_and(|a| !a.is_null()) {
+        format!("pods set by the autoscaler{now}")
+    } else if let Some(n) = spec.get("replicas").and_then(Value::as_i64) {
+        format!("replicas {n}{now}")
+    } else {
+        format!("replicas not set: the Deployment keeps the pods it runs{now}")
+    }
 }
 
 pub async fn rollback(
@@ -214,7 +230,18 @@ pub async fn rollback(
             ))
         })?,
         None => {
-            let below = current_number.unwrap_or(i64::MAX);
+            // Like `kubectl rollout undo`: back to the revision before the one that runs, or,
+            // while a spec that is not recorded yet rolls out (stuck, say), to the one that ran.
+            let rolling_out = current_number.is_some_and(|n| {
+                revs.iter()
+                    .find(|r| r.number == n)
+                    .is_some_and(|r| r.spec != recorded_spec(&typed.spec))
+            });
+            let below = match current_number {
+                Some(n) if rolling_out => n + 1,
+                Some(n) => n,
+                None => i64::MAX,
+            };
             revs.iter()
                 .rev()
                 .find(|r| r.number < below)
@@ -234,7 +261,7 @@ pub async fn rollback(
         .ok_or_else(|| PluginError::not_found(name, ns))?;
     let gitops = gitops_manager(&obj);
     let same = recorded_spec(&typed.spec) == target.spec;
-    let report = |written: bool, note: String| {
+    let report = |written: bool, note: String, replicas: Option<i64>| {
         if json {
             to_json(&RolledBack {
                 name,
@@ -242,6 +269,7 @@ pub async fn rollback(
                 to_revision: target.number,
                 image: target.image(),
                 written,
+                replicas,
                 gitops,
             })
         } else {
@@ -256,6 +284,7 @@ pub async fn rollback(
                 target.number,
                 revision_name(name, &typed.spec)
             ),
+            None,
         ));
     }
     if let Some(tool) = gitops
@@ -268,16 +297,30 @@ pub async fn rollback(
             target.number, target.number
         )));
     }
-    let spec = rollback_spec(obj.data.get("spec").unwrap_or(&Value::Null), target);
+    // The pods that run now: a rollback out of autoscaling keeps them (history::rollback_spec).
+    let running = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .and_then(|d| d.spec)
+        .and_then(|s| s.replicas)
+        .map(i64::from);
+    let spec = rollback_spec(
+        obj.data.get("spec").unwrap_or(&Value::Null),
+        target,
+        running,
+    );
+    let replicas = replicas_note(&spec, running);
+    let written_replicas = spec.get("replicas").and_then(Value::as_i64);
     obj.data["spec"] = spec;
     if dry_run {
         return Ok(report(
             false,
             format!(
-                "appbundle/{name} would be rolled back to revision {} (image {}) (dry run)\n",
+                "appbundle/{name} would be rolled back to revision {} (image {}), {replicas} (dry run)\n",
                 target.number,
                 target.image()
             ),
+            written_replicas,
         ));
     }
     // A replace with the resourceVersion just read: a change made meanwhile is not overwritten.
@@ -295,7 +338,7 @@ pub async fn rollback(
         Err(e) => return Err(e.into()),
     }
     let mut note = format!(
-        "appbundle/{name} rolled back to revision {} (image {})\n\
+        "appbundle/{name} rolled back to revision {} (image {}), {replicas}\n\
          kubundle rolls it out and records it as the newest revision once it is Ready: \
          kubectl wait --for=condition=Ready appbundle/{name} -n {ns}\n",
         target.number,
@@ -306,7 +349,7 @@ pub async fn rollback(
             "warning: {tool} manages appbundle/{name} and will put the spec from git back at its next sync: revert the change in git too\n"
         ));
     }
-    Ok(report(true, note))
+    Ok(report(true, note, written_replicas))
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ mod tests {
             serde_json::from_value(object(json!({"image": "nginx:1.27", "replicas": 2}))).unwrap();
         let bundle = cached.bundle().unwrap();
         assert_eq!(bundle.spec.image, "nginx:1.27");
-        assert_eq!(bundle.spec.replicas, 2);
+        assert_eq!(bundle.spec.replicas, Some(2));
         assert_eq!(bundle.metadata.generation, Some(2));
         assert_eq!(bundle.status.unwrap().observed_generation, Some(1));
     }

@@ -396,6 +396,37 @@ impl Child {
     }
 }
 
+impl Child {
+    /// Tries the write `change` asks for as a server-side dry run: the API server admits (or
+    /// refuses) it as it would the real one, and stores nothing. A create that finds an object of
+    /// the child's name reads and classifies it, as [`Child::apply`] does, so that
+    /// [`Child::blocker`] says whose it is.
+    pub async fn dry_run(&mut self, change: Change, ctx: &Writing<'_>) -> Result<(), kube::Error> {
+        let name = self.desired.meta().name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        let mut body = self.desired.clone();
+        match change {
+            Change::None | Change::Deleted => return Ok(()),
+            Change::Created => body.metadata.resource_version = Some(MUST_NOT_EXIST.into()),
+            Change::Updated | Change::Adopted => {}
+        }
+        ctx.metrics.write(self.kind.name(), "dry_run");
+        match self.api.patch(&name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && change == Change::Created => {
+                self.refresh(ctx.owner_uid, ctx.bundle_name).await?;
+                match self.needed(ctx.settled) {
+                    Ok(Change::Created) => Err(kube::Error::Api(s)),
+                    _ if self.blocker().is_some() => Ok(()),
+                    // Made meanwhile by kubundle itself: the next reconcile sees it.
+                    _ => Err(kube::Error::Api(s)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// What applying a child needs besides the child.
 pub struct Writing<'a> {
     pub metrics: &'a Metrics,
@@ -489,6 +520,22 @@ pub fn is_definite_refusal(e: &kube::Error) -> bool {
             500 => is_invalid_object_message(&s.message),
             _ => false,
         },
+        _ => false,
+    }
+}
+
+/// A refusal that may lift without the AppBundle changing: RBAC (403), or a validating admission
+/// policy or webhook (422 or 403 in the admission's words), which their owners may change. The API
+/// server's own validation of the object (422 otherwise) only a new spec can answer.
+pub fn refusal_may_lift(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            s.code == 403
+                || (s.code == 422
+                    && ["ValidatingAdmissionPolicy", "admission webhook"]
+                        .iter()
+                        .any(|m| s.message.contains(m)))
+        }
         _ => false,
     }
 }

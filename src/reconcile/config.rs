@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::PartialObjectMeta;
@@ -46,6 +47,46 @@ struct State {
     users: HashMap<Key, BTreeSet<String>>,
     /// What each AppBundle (namespace, name) used at its last reconcile.
     uses: HashMap<(String, String), Vec<Key>>,
+    /// Per object, its last burst of changes: (the first change of the burst, the last one).
+    changes: HashMap<Key, (Instant, Instant)>,
+}
+
+/// A change of the configuration rolls the pods once no object they use has changed for this
+/// long: a burst of edits (a `kubectl apply` of several ConfigMaps, a script editing keys one by
+/// one) rolls them once, with the last contents.
+pub const CONFIG_SETTLE: Duration = Duration::from_secs(5);
+
+/// ... but a stream of changes that never pauses rolls them at the latest this long after its
+/// first change.
+pub const CONFIG_SETTLE_MAX: Duration = Duration::from_secs(30);
+
+impl State {
+    fn changed(&mut self, key: &Key, now: Instant) {
+        let burst = match self.changes.get(key) {
+            // (A burst that reached the cap has rolled: a change after it starts the next one.)
+            Some((first, last))
+                if now.saturating_duration_since(*last) < CONFIG_SETTLE
+                    && now.saturating_duration_since(*first) < CONFIG_SETTLE_MAX =>
+            {
+                *first
+            }
+            _ => now,
+        };
+        self.changes.insert(key.clone(), (burst, now));
+        if self.changes.len() > 4096 {
+            self.changes
+                .retain(|_, (first, _)| now.saturating_duration_since(*first) < CONFIG_SETTLE_MAX);
+        }
+    }
+
+    /// How long until the changes of `key` have settled, if they have not.
+    fn settling(&self, key: &Key, now: Instant) -> Option<Duration> {
+        let (first, last) = self.changes.get(key)?;
+        let quiet = CONFIG_SETTLE.saturating_sub(now.saturating_duration_since(*last));
+        let cap = CONFIG_SETTLE_MAX.saturating_sub(now.saturating_duration_since(*first));
+        let wait = quiet.min(cap);
+        (!wait.is_zero()).then_some(wait)
+    }
 }
 
 /// What a reconcile learns about the configuration its pods use.
@@ -58,6 +99,9 @@ pub struct Resolved {
     /// Secrets the pods use that kubundle may not read, so does not follow (with
     /// `spec.rolloutOnConfigChange`): their changes roll nothing.
     pub unfollowed: Vec<ConfigRef>,
+    /// With `spec.rolloutOnConfigChange`: an object the pods use changed less than
+    /// [`CONFIG_SETTLE`] ago; the digest is new only once it settled (in this long).
+    pub settling: Option<Duration>,
 }
 
 impl ConfigTracker {
@@ -84,11 +128,15 @@ impl ConfigTracker {
         let mut state = self.state.lock().unwrap();
         match event {
             watcher::Event::Apply(o) => {
-                state.versions.insert(key(o), version(o));
+                let k = key(o);
+                if state.versions.insert(k.clone(), version(o)).as_ref() != Some(&version(o)) {
+                    state.changed(&k, Instant::now());
+                }
             }
             watcher::Event::Delete(o) => {
                 state.versions.remove(&key(o));
                 state.hashes.remove(&key(o));
+                state.changed(&key(o), Instant::now());
             }
             watcher::Event::Init => {
                 state.listing.insert(kind, HashMap::new());
@@ -211,6 +259,13 @@ impl ConfigTracker {
             hashes.push(hash);
         }
         if follow {
+            let now = Instant::now();
+            let state = self.state.lock().unwrap();
+            resolved.settling = refs
+                .iter()
+                .filter_map(|r| state.settling(&(r.kind, ns.to_string(), r.name.clone()), now))
+                .max();
+            drop(state);
             let objects: Vec<(&ConfigRef, Option<&str>)> = refs
                 .iter()
                 .copied()
@@ -280,6 +335,40 @@ impl ConfigTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_changes_settles_after_a_quiet_spell_or_the_cap() {
+        let mut state = State::default();
+        let key = (ConfigKind::ConfigMap, "ns".to_string(), "app".to_string());
+        let t0 = Instant::now();
+        assert_eq!(state.settling(&key, t0), None, "never changed");
+        // Ten edits in 2.4 s: settled 5 s after the last one.
+        for i in 0..10 {
+            state.changed(&key, t0 + Duration::from_millis(i * 266));
+        }
+        let last = t0 + Duration::from_millis(9 * 266);
+        assert_eq!(
+            state.settling(&key, last + Duration::from_secs(1)),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(state.settling(&key, last + CONFIG_SETTLE), None);
+        // Edits every 4 s without end: settled 30 s after the first one of the stream.
+        let mut state = State::default();
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(40) {
+            state.changed(&key, t);
+            t += Duration::from_secs(4);
+        }
+        assert!(state.settling(&key, t0 + Duration::from_secs(29)).is_some());
+        let mut state = State::default();
+        for s in (0..30).step_by(4) {
+            state.changed(&key, t0 + Duration::from_secs(s));
+        }
+        assert_eq!(state.settling(&key, t0 + Duration::from_secs(30)), None);
+        // The next change starts a new burst: at most one rollout per 30 s.
+        state.changed(&key, t0 + Duration::from_secs(32));
+        assert!(state.settling(&key, t0 + Duration::from_secs(33)).is_some());
+    }
 
     fn meta(name: &str, version: &str) -> PartialObjectMeta<ConfigMap> {
         let mut m = PartialObjectMeta::<ConfigMap>::default();

@@ -1,12 +1,15 @@
-//! Handing a Deployment's `spec.replicas` over to the HorizontalPodAutoscaler without a dip.
+//! Handing a Deployment's `spec.replicas` over without a dip: to the HorizontalPodAutoscaler, or
+//! to nobody when the AppBundle stops declaring `replicas`.
 //!
-//! Without autoscaling, kubundle applies `spec.replicas` and owns the field (server-side apply).
-//! With autoscaling, kubundle's rendering leaves the field out, and a field that its only owner
-//! stops applying is removed: the Deployment would fall back to 1 pod until the autoscaler scaled
-//! it up again. So before the first apply without the field, kubundle applies the live value under
-//! a second field manager, `kubundle-handover`, alone: the field then has another owner, keeps its
-//! value, and the autoscaler's first scale takes it over (Kubernetes' documented way to transfer
-//! ownership). Once kubundle no longer owns the field, this does nothing.
+//! With a declared `spec.replicas` and no autoscaling, kubundle applies the field and owns it
+//! (server-side apply). With autoscaling, or without `spec.replicas` (removed from a manifest,
+//! or a spec whose autoscaling was removed), kubundle's rendering leaves the field out, and a
+//! field that its only owner stops applying is removed: the Deployment would fall back to 1 pod
+//! at once. So before the first apply without the field, kubundle applies the live value under a
+//! second field manager, `kubundle-handover`, alone: the field then has another owner and keeps
+//! its value; an autoscaler's first scale takes it over (Kubernetes' documented way to transfer
+//! ownership), and a `replicas` declared later takes it back. Once kubundle no longer owns the
+//! field, this does nothing.
 
 use kube::ResourceExt;
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -35,13 +38,14 @@ pub fn kubundle_owns_replicas(live: &DynamicObject) -> bool {
 }
 
 /// Before kubundle's first apply of a Deployment without `spec.replicas` (autoscaling was just
-/// turned on), hands the field to [`HANDOVER_MANAGER`] with its live value.
+/// turned on, or `replicas` removed), hands the field to [`HANDOVER_MANAGER`] with its live value.
 pub async fn release_replicas(
     bundle: &AppBundle,
     deployment: &Child,
     metrics: &Metrics,
 ) -> Result<()> {
-    if bundle.spec.autoscaling.is_none() {
+    // kubundle's rendering sets the field only for a declared `spec.replicas` without autoscaling.
+    if bundle.spec.autoscaling.is_none() && bundle.spec.replicas.is_some() {
         return Ok(());
     }
     let Found::Ours(live) = &deployment.found else {
@@ -74,6 +78,6 @@ pub async fn release_replicas(
             &Patch::Apply(&patch),
         )
         .await?;
-    info!(child = name, %replicas, "spec.replicas handed over to the autoscaler");
+    info!(child = name, %replicas, "spec.replicas handed over (the AppBundle no longer sets it)");
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod compare;
 pub mod config;
 pub mod handover;
 pub mod history;
+mod namespaces;
 mod pipeline;
 pub mod pods;
 mod report;
@@ -105,6 +106,8 @@ pub struct Context {
     pacer: report::StatusPacer,
     /// The ConfigMaps and Secrets the pods use (see [`config`]).
     pub config: ConfigTracker,
+    /// Which namespaces are being deleted, asked only when a configuration object went missing.
+    namespaces: namespaces::Namespaces,
 }
 
 impl Context {
@@ -118,6 +121,7 @@ impl Context {
             cache: ChildCache::default(),
             pacer: report::StatusPacer::default(),
             config: ConfigTracker::new(settings.follow_secrets),
+            namespaces: namespaces::Namespaces::default(),
             settings,
         }
     }

@@ -78,7 +78,48 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             bundle.spec.rollout_on_config_change,
         )
         .await?;
-    let rendered = match render::children(&bundle, config.digest.as_deref()) {
+    // A ConfigMap the pods need is newly missing: in a namespace being deleted that is the
+    // namespace controller at work, and nothing is to be written or told.
+    let newly_missing = !config.missing.is_empty()
+        && bundle
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, READY))
+            .is_none_or(|c| c.reason != reason::CONFIG_MISSING);
+    if newly_missing && ctx.namespaces.terminating(&ctx.client, &ns).await {
+        debug!("the namespace is being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
+    // The digest the running pods were made with. It stays while a ConfigMap they need is
+    // missing (pods made now could not start; its re-creation with the same contents then rolls
+    // nothing) and while the configuration is still changing (a burst of edits rolls once).
+    let running_digest = config
+        .digest
+        .as_ref()
+        .and_then(|_| {
+            ctx.cache
+                .get(ChildKind::Deployment, &ns, &bundle.name_any())
+        })
+        .and_then(|c| {
+            c.object().data["spec"]["template"]["metadata"]["annotations"]
+                [render::config::CONFIG_DIGEST]
+                .as_str()
+                .map(str::to_string)
+        });
+    let digest = match (&config.digest, &running_digest) {
+        (Some(new), Some(running))
+            if new != running && (!config.missing.is_empty() || config.settling.is_some()) =>
+        {
+            debug!(missing = config.missing.len(), settling = ?config.settling, "the configuration's new digest waits");
+            Some(running.clone())
+        }
+        _ => config.digest.clone(),
+    };
+    let settle_again = config
+        .settling
+        .filter(|_| digest != config.digest)
+        .map(|wait| wait + Duration::from_millis(100));
+    let rendered = match render::children(&bundle, digest.as_deref()) {
         Ok(rendered) => rendered,
         Err(e) => {
             let blocker = Blocker::InvalidSpec {
@@ -159,7 +200,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     // (Only for AppBundles that follow their configuration: parsing the Deployment costs.)
     let live_digest: Option<String> = set
         .iter()
-        .filter(|_| config.digest.is_some())
+        .filter(|_| digest.is_some())
         .find(|c| c.kind == ChildKind::Deployment)
         .and_then(Child::live_as::<Deployment>)
         .and_then(|d| render::config::digest_of(&d).map(str::to_string));
@@ -183,10 +224,12 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
                 debug!("deleted meanwhile; nothing to do");
                 return Ok(Action::await_change());
             }
-        }
-        // The autoscaler takes the replicas over from kubundle without a dip (handover.rs).
-        if let Some(d) = set.iter().find(|c| c.kind == ChildKind::Deployment) {
-            handover::release_replicas(&bundle, d, &ctx.metrics).await?;
+            // The namespace controller deleting the children before the AppBundle: nothing may
+            // be created there any more (the create would be refused).
+            if ctx.namespaces.terminating(&ctx.client, &ns).await {
+                debug!("the namespace is being deleted; nothing to do");
+                return Ok(Action::await_change());
+            }
         }
         let writing = Writing {
             metrics: &ctx.metrics,
@@ -195,51 +238,76 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             owner_uid: &uid,
             bundle_name: &name,
         };
-        // Pods come last: while other children are being created (a foreign object of their name
-        // shows only then, as a refused create), a Deployment to create waits for them, so that
-        // no pods run without their Service.
-        let creating_others = set
+        // The children change as a unit: while one is blocked (a foreign object of its name, a
+        // refusal), no other is created or changed. So when an existing child is to change along
+        // with another write, every write is first tried as a server-side dry run (the API
+        // server's own admission, quota and name checks, nothing stored); a refusal there leaves
+        // everything as it is. A new AppBundle's children (creates only) need no dry run: the
+        // Deployment comes last, once every other child was created, so no pods run without
+        // their Service. The writes then go in that order too: the other children, the
+        // Deployment, and only then the deletion of children the spec no longer asks for.
+        let writes = needed.iter().filter(|n| **n != Change::None).count();
+        let changes_existing = needed
             .iter()
-            .zip(&needed)
-            .any(|(c, n)| c.kind != ChildKind::Deployment && *n == Change::Created);
-        let later = |c: &Child, n: Change| {
-            creating_others && c.kind == ChildKind::Deployment && n == Change::Created
-        };
-        let mut results: Vec<Option<Result<Change, kube::Error>>> =
-            (0..set.len()).map(|_| None).collect();
-        // Apply what differs and delete what is stale, each request to completion whatever the
-        // others' fate.
-        let (applied, pruned) = futures::join!(
-            futures::future::join_all(
+            .any(|n| matches!(n, Change::Updated | Change::Adopted));
+        let mut results: Vec<Result<Change, kube::Error>> =
+            (0..set.len()).map(|_| Ok(Change::None)).collect();
+        let mut pruned: Vec<Result<Change, kube::Error>> =
+            stale.iter().map(|_| Ok(Change::None)).collect();
+        let mut passed = true;
+        if writes >= 2 && changes_existing {
+            let tried = futures::future::join_all(
+                set.iter_mut()
+                    .zip(&needed)
+                    .map(|(c, n)| c.dry_run(*n, &writing)),
+            )
+            .await;
+            passed = tried.iter().all(Result::is_ok) && set.iter().all(|c| c.blocker().is_none());
+            if !passed {
+                // The refusal is told as the real write's would be (below); nothing was written.
+                results = tried
+                    .into_iter()
+                    .map(|r| r.map(|()| Change::None))
+                    .collect();
+            }
+        }
+        if passed {
+            // The other children first, each request to completion whatever the others' fate.
+            let others = futures::future::join_all(
                 set.iter_mut()
                     .zip(&needed)
                     .enumerate()
-                    .filter(|(_, (c, n))| !later(c, **n))
+                    .filter(|(_, (c, _))| c.kind != ChildKind::Deployment)
                     .map(|(i, (c, n))| {
                         let writing = &writing;
                         async move { (i, c.apply(*n, writing).await) }
-                    })
-            ),
-            futures::future::join_all(stale.iter().map(|st| children::prune(
-                &ctx.client,
-                &ns,
-                st,
-                &ctx.metrics,
-                &ctx.cache,
-            ))),
-        );
-        for (i, result) in applied {
-            results[i] = Some(result);
-        }
-        let first_ok = results.iter().flatten().all(Result::is_ok)
-            && set.iter().all(|c| c.blocker().is_none());
-        for (i, (c, n)) in set.iter_mut().zip(&needed).enumerate() {
-            if later(c, *n) {
-                results[i] = Some(if first_ok {
-                    c.apply(*n, &writing).await
-                } else {
-                    Ok(Change::None)
-                });
+                    }),
+            )
+            .await;
+            for (i, result) in others {
+                results[i] = result;
+            }
+            let others_ok =
+                results.iter().all(Result::is_ok) && set.iter().all(|c| c.blocker().is_none());
+            if others_ok {
+                for (i, (c, n)) in set.iter_mut().zip(&needed).enumerate() {
+                    if c.kind == ChildKind::Deployment {
+                        // The replicas pass to the autoscaler, or to nobody, without a dip
+                        // (handover.rs).
+                        handover::release_replicas(&bundle, c, &ctx.metrics).await?;
+                        results[i] = c.apply(*n, &writing).await;
+                    }
+                }
+            }
+            let all_ok =
+                results.iter().all(Result::is_ok) && set.iter().all(|c| c.blocker().is_none());
+            if all_ok {
+                pruned = futures::future::join_all(
+                    stale
+                        .iter()
+                        .map(|st| children::prune(&ctx.client, &ns, st, &ctx.metrics, &ctx.cache)),
+                )
+                .await;
             }
         }
         let kinds = set
@@ -248,15 +316,16 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             .chain(stale.iter().map(|st| st.kind));
         let mut transient = None;
         let mut namespace_terminating = false;
-        let outcomes = results.into_iter().flatten().chain(pruned);
+        let outcomes = results.into_iter().chain(pruned);
         for (kind, result) in kinds.zip(outcomes) {
             match result {
                 Ok(change) => changes.push((kind.name(), change)),
                 Err(e) if children::is_namespace_terminating(&e) => namespace_terminating = true,
                 Err(e) if is_definite_refusal(&e) => {
-                    let (message, retry) = match e {
-                        kube::Error::Api(s) => (s.message, s.code == 403),
-                        other => (other.to_string(), false),
+                    let retry = children::refusal_may_lift(&e);
+                    let message = match e {
+                        kube::Error::Api(s) => s.message,
+                        other => other.to_string(),
                     };
                     blocker.get_or_insert(Blocker::WriteRefused {
                         kind: kind.name(),
@@ -360,8 +429,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     // The same spec with new configuration contents: the pods roll for that, which is no drift.
     let config_rollout = !new_spec
         && live_digest.is_some()
-        && config.digest.is_some()
-        && live_digest != config.digest
+        && digest.is_some()
+        && live_digest != digest
         && changes
             .iter()
             .any(|(kind, c)| *kind == ChildKind::Deployment.name() && *c == Change::Updated);
@@ -383,7 +452,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             format!(
                 "rolling the pods of Deployment {name}: the contents of the configuration they use changed ({used}; digest {} -> {})",
                 live_digest.as_deref().unwrap_or_default(),
-                config.digest.as_deref().unwrap_or_default()
+                digest.as_deref().unwrap_or_default()
             ),
         );
     }
@@ -397,7 +466,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         // Objects kubundle does not watch (a foreign object, a refusal that may depend on quota
         // or RBAC): look again soon. kubundle's own children's changes arrive through the watches.
         Some(Blocker::NameConflict { .. } | Blocker::Terminating { .. }) => Some(BLOCKED_RECHECK),
-        // Forbidden: RBAC or an admission policy may change without the AppBundle changing.
+        // Forbidden, or denied by an admission policy: those may change without the AppBundle.
         Some(Blocker::WriteRefused { retry: true, .. }) => Some(Duration::from_secs(60)),
         // The object itself was refused: only a new spec can help, and it triggers a reconcile.
         Some(_) => None,
@@ -417,6 +486,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             .into_iter()
             .chain(held_back)
             .chain(history_retry)
+            .chain(settle_again)
             .min()
         {
             Some(after) => Action::requeue(after),

@@ -185,17 +185,19 @@ fn address(bundle: &AppBundle, svc: &Service, cluster_domain: &str) -> AppBundle
     }
 }
 
-/// The pods a complete rollout has: `spec.replicas`, or with autoscaling the Deployment's own
-/// count (the autoscaler's choice), at least the autoscaler's minimum (a new Deployment starts
-/// with one pod until the autoscaler brings it up).
+/// The pods a complete rollout has: `spec.replicas`; with autoscaling the Deployment's own count
+/// (the autoscaler's choice), at least the autoscaler's minimum (a new Deployment starts with one
+/// pod until the autoscaler brings it up); without either, the Deployment's own count (1 for a
+/// new one).
 pub fn desired_replicas(bundle: &AppBundle, deployment: Option<&Deployment>) -> i32 {
-    match &bundle.spec.autoscaling {
-        None => bundle.spec.replicas,
-        Some(a) => deployment
-            .and_then(|d| d.spec.as_ref())
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(a.min()),
+    let live = deployment
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    match (&bundle.spec.autoscaling, bundle.spec.replicas) {
+        (None, Some(replicas)) => replicas,
+        (None, None) => live,
+        (Some(a), _) => live.max(a.min()),
     }
 }
 

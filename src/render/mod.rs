@@ -185,9 +185,10 @@ pub fn deployment(bundle: &AppBundle) -> Result<Deployment, RenderError> {
             ..ObjectMeta::default()
         },
         spec: Some(DeploymentSpec {
-            // With autoscaling, the HorizontalPodAutoscaler sets the replicas: kubundle leaves the
-            // field to it (see reconcile/handover.rs for how the field changes hands).
-            replicas: spec.autoscaling.is_none().then_some(spec.replicas),
+            // With autoscaling, the HorizontalPodAutoscaler sets the replicas, and without
+            // `spec.replicas` nobody asked for a number: kubundle leaves the field out (see
+            // reconcile/handover.rs for how the field changes hands without a dip).
+            replicas: spec.replicas.filter(|_| spec.autoscaling.is_none()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),
                 ..LabelSelector::default()

@@ -20,7 +20,7 @@ fn spec(image: &str) -> AppBundleSpec {
 #[test]
 fn deployment_carries_the_container_as_declared() {
     let mut s = spec("gb-frontend:v5");
-    s.replicas = 3;
+    s.replicas = Some(3);
     s.env = Some(vec![
         serde_json::from_value(serde_json::json!({"name": "GET_HOSTS_FROM", "value": "dns"}))
             .unwrap(),
@@ -228,7 +228,7 @@ fn the_child_set_follows_the_optional_sections() {
 #[test]
 fn autoscaling_leaves_the_replicas_to_the_autoscaler() {
     let mut s = spec("web:1");
-    s.replicas = 4;
+    s.replicas = Some(4);
     assert_eq!(
         deployment(&bundle(s.clone()))
             .unwrap()
@@ -331,7 +331,7 @@ proptest! {
                               replicas_a in 0..100i32, replicas_b in 0..100i32) {
         let make = |labels: BTreeMap<String, String>, image: &str, replicas: i32| {
             let mut s = spec(image);
-            s.replicas = replicas;
+            s.replicas = Some(replicas);
             s.pod_template = Some(BundlePod { labels: Some(labels), ..BundlePod::default() });
             let mut b = bundle(s);
             b.metadata.name = Some(name.clone());

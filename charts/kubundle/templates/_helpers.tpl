@@ -105,3 +105,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch]
 {{- end }}
 {{- end }}
+
+{{/* Reading the namespaces (get only): whether one is being deleted, asked only when a
+ConfigMap or Secret the pods need went missing (the namespace controller deletes them with
+everything else): then nothing is written or reported. */}}
+{{- define "kubundle.namespaceRules" -}}
+- apiGroups: [""]
+  resources: [namespaces]
+  {{- if .Values.watchNamespace }}
+  resourceNames: [{{ .Values.watchNamespace }}]
+  {{- end }}
+  verbs: [get]
+{{- end }}
