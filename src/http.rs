@@ -1,7 +1,7 @@
 //! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves),
-//! `/readyz` (the controller has listed its AppBundles, its watches are not failing and it is
-//! reconciling, or this replica stands
-//! by for the leader lease), `/debug/cache/{namespace}/{name}` (the resourceVersions and replica
+//! `/readyz` (the AppBundle CRD in the cluster is not older than this kubundle, and the controller
+//! has listed its AppBundles, its watches are not failing and it is reconciling, or this replica
+//! stands by for the leader lease), `/debug/cache/{namespace}/{name}` (the resourceVersions and replica
 //! counts kubundle's cache holds of one AppBundle's children: is its view behind the API server's?).
 
 use std::sync::Arc;
@@ -28,7 +28,8 @@ pub struct HttpState {
     pub watches: Arc<crate::reconcile::watches::WatchHealth>,
     /// True while this replica stands by for the leader lease (ready: healthy and waiting).
     pub standby: Arc<AtomicBool>,
-    /// The controller's shared state (its children cache, for `/debug/cache`).
+    /// The controller's shared state (its children cache for `/debug/cache`, the CRD's gap for
+    /// `/readyz`).
     pub controller: Arc<crate::reconcile::Context>,
 }
 
@@ -44,6 +45,8 @@ pub fn router(state: HttpState) -> Router {
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let (t, f, u) = count_ready(&state.store);
     state.metrics.set_appbundles(t, f, u);
+    let missing = state.controller.crd_skew.missing().len();
+    state.metrics.crd_missing_fields.set(missing as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -68,6 +71,10 @@ async fn debug_cache(
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    // Before standing by too: a replica of this version cannot do its job with this CRD.
+    if let Some(problem) = state.controller.crd_skew.problem() {
+        return (StatusCode::SERVICE_UNAVAILABLE, problem);
+    }
     if state.standby.load(Ordering::Relaxed) {
         return (StatusCode::OK, "ok".to_string());
     }

@@ -152,6 +152,8 @@ async fn main() -> ExitCode {
         metrics.clone(),
         settings,
     ));
+    // A CRD older than this kubundle (helm upgrade leaves it): found now, said by /readyz.
+    ctx.crd_skew.check(&client).await;
     let (run, handles) = controller(ctx.clone());
 
     // A standby replica is ready (healthy and waiting); the leader once its cache is synced.

@@ -71,6 +71,9 @@ pub struct Metrics {
     pub leader: prometheus::IntGauge,
     /// Failed watch requests by resource (appbundles, deployments, services).
     pub watch_errors: IntCounterVec,
+    /// Status fields this kubundle writes that the installed AppBundle CRD does not declare (0:
+    /// the CRD is up to date), set at scrape time.
+    pub crd_missing_fields: prometheus::IntGauge,
     /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
     process: Registry,
 }
@@ -139,8 +142,14 @@ impl Metrics {
             &["resource"],
         )
         .unwrap();
+        let crd_missing_fields = prometheus::IntGauge::new(
+            "crd_missing_fields",
+            "Status fields this kubundle writes that the installed AppBundle CRD does not declare (apply the CRD of this version when not 0)",
+        )
+        .unwrap();
         for c in [
             Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(crd_missing_fields.clone()),
             Box::new(watch_errors.clone()),
             Box::new(reconciles.clone()),
             Box::new(reconcile_duration.clone()),
@@ -190,6 +199,7 @@ impl Metrics {
             appbundles,
             leader,
             watch_errors,
+            crd_missing_fields,
             process,
         }
     }

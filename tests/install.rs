@@ -693,4 +693,191 @@ mod install {
         delete_namespace(&client, &ns).await;
         delete_namespace(&client, &lease_ns).await;
     }
+
+    /// The AppBundle CRD as this kubundle's previous release had it: no rollout history fields in
+    /// the status. Applied in place of the current one; the current one is put back on drop.
+    struct PreviousCrd;
+
+    impl PreviousCrd {
+        fn apply() -> PreviousCrd {
+            let mut crd: serde_json::Value = serde_json::from_str(&run_ok(kubectl(&[
+                "get",
+                "crd",
+                "appbundles.kubundle.dev",
+                "-o",
+                "json",
+            ])))
+            .unwrap();
+            let status = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["status"]["properties"];
+            let status = status.as_object_mut().unwrap();
+            assert!(
+                status.remove("revision").is_some() && status.remove("currentRevision").is_some()
+            );
+            let out = kubectl_stdin(&["replace", "-f", "-"], &crd.to_string());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PreviousCrd
+        }
+
+        /// Waits until the API server publishes `with_history` (or not) in the AppBundle's schema.
+        async fn published(with_history: bool) {
+            eventually(Duration::from_secs(60), "the schema published", || async {
+                let text = run_ok(kubectl(&[
+                    "get",
+                    "--raw",
+                    "/openapi/v3/apis/kubundle.dev/v1alpha1",
+                ]));
+                let doc: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                let has =
+                    !doc["components"]["schemas"]["dev.kubundle.v1alpha1.AppBundle"]["properties"]
+                        ["status"]["properties"]["currentRevision"]
+                        .is_null();
+                if has == with_history {
+                    Ok(())
+                } else {
+                    Err(format!("currentRevision published: {has}"))
+                }
+            })
+            .await
+        }
+    }
+
+    impl Drop for PreviousCrd {
+        fn drop(&mut self) {
+            let _ = run(
+                kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"])
+                    .current_dir(repo_root()),
+            );
+        }
+    }
+
+    async fn readyz(operator: &Operator) -> (u16, String) {
+        http_get(&format!("{}/readyz", operator.url)).await.unwrap()
+    }
+
+    /// A new kubundle with the previous release's CRD (what `helm upgrade` leaves): status stays
+    /// true (Ready after a spec change, for kubectl wait and Flux), /readyz says what is wrong and
+    /// how to fix it, a Warning Event on the AppBundle, the gauge; no write loop and no history
+    /// attempts; once the CRD is applied, everything is back without a restart, history
+    /// included. Found at startup and, for a CRD changed under a running kubundle, from the API
+    /// server's refusal. (Before: Ready=False DeploymentPending for good, /readyz 200, no Event,
+    /// 6 failed status writes and 6 ControllerRevision POSTs a minute per AppBundle.)
+    #[tokio::test]
+    async fn an_operator_newer_than_its_crd_keeps_status_true_and_says_so() {
+        let client = client().await;
+        let ns = create_namespace(&client, "crd-skew").await;
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+            Api::namespaced(client.clone(), &ns);
+        let bundle = |image: &str| {
+            format!(
+                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: web}}\n\
+                 spec: {{image: '{image}', replicas: 1, ports: [{{containerPort: 80}}]}}\n"
+            )
+        };
+        let ready_with = |image: &'static str| {
+            move |b: &AppBundle| {
+                is_ready(b) && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some(image)
+            }
+        };
+
+        // At startup.
+        let previous = PreviousCrd::apply();
+        PreviousCrd::published(false).await;
+        let operator =
+            Operator::start(&["--log-format=json".to_string()], &[], &kubeconfig_path()).await;
+        let (code, body) = readyz(&operator).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            body.contains(".status.currentRevision")
+                && body.contains(".status.revision")
+                && body.contains("kubectl apply --server-side -f"),
+            "{body}"
+        );
+        assert_eq!(operator.metric("kubundle_crd_missing_fields").await, 2.0);
+        apply_yaml(&ns, &bundle("nginx:1.27"));
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "Ready",
+            ready_with("nginx:1.27"),
+        )
+        .await;
+        apply_yaml(&ns, &bundle("nginx:1.28"));
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "Ready on the new spec",
+            ready_with("nginx:1.28"),
+        )
+        .await;
+        let event = warning_event(&client, &ns, "web").await;
+        assert_eq!(event.reason.as_deref(), Some("CRDOutdated"));
+        assert!(event.note.unwrap_or_default().contains(".status.revision"));
+        // Settled: no status write, no history attempt.
+        let status_writes = r#"kubundle_api_writes_total{kind="AppBundle",verb="apply_status"}"#;
+        let before = operator.metric(status_writes).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            operator.metric(status_writes).await,
+            before,
+            "status writes went on"
+        );
+        assert!(
+            revisions
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+
+        // The CRD applied: back to normal within the recheck (30 s), history recorded.
+        drop(previous);
+        let started = Instant::now();
+        eventually(Duration::from_secs(60), "/readyz 200", || async {
+            match readyz(&operator).await {
+                (200, _) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let back = started.elapsed();
+        assert_eq!(operator.metric("kubundle_crd_missing_fields").await, 0.0);
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(30),
+            "the revision recorded",
+            |b| b.status.as_ref().and_then(|s| s.revision) == Some(1),
+        )
+        .await;
+
+        // Changed under a running kubundle: found by the refused status write.
+        let _previous = PreviousCrd::apply();
+        PreviousCrd::published(false).await;
+        apply_yaml(&ns, &bundle("nginx:1.29"));
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "Ready on the next spec",
+            ready_with("nginx:1.29"),
+        )
+        .await;
+        let (code, body) = readyz(&operator).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains(".status.revision"), "{body}");
+        println!(
+            "CRD older than kubundle: Ready on a new spec; /readyz 200 {back:?} after the CRD was applied"
+        );
+        delete_namespace(&client, &ns).await;
+    }
 }

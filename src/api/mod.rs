@@ -26,6 +26,9 @@ pub use scaling::{AutoscalingSpec, DisruptionBudgetSpec};
 /// The API group of kubundle's resources.
 pub const GROUP: &str = "kubundle.dev";
 
+/// The version of the AppBundle API this kubundle serves and writes.
+pub const VERSION: &str = "v1alpha1";
+
 /// The desired state of an AppBundle: the container to run, how many pods, and how they are
 /// exposed. kubundle runs it as one Deployment and one Service of the AppBundle's name.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]

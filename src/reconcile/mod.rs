@@ -20,6 +20,7 @@ mod cached;
 pub mod children;
 pub mod compare;
 pub mod config;
+pub mod crd_skew;
 pub mod handover;
 pub mod history;
 mod namespaces;
@@ -108,6 +109,8 @@ pub struct Context {
     pub config: ConfigTracker,
     /// Which namespaces are being deleted, asked only when a configuration object went missing.
     namespaces: namespaces::Namespaces,
+    /// What the AppBundle CRD in the cluster lacks of this kubundle's (see [`crd_skew`]).
+    pub crd_skew: crd_skew::CrdSkew,
 }
 
 impl Context {
@@ -122,6 +125,7 @@ impl Context {
             pacer: report::StatusPacer::default(),
             config: ConfigTracker::new(settings.follow_secrets),
             namespaces: namespaces::Namespaces::default(),
+            crd_skew: crd_skew::CrdSkew::default(),
             settings,
         }
     }
@@ -257,11 +261,23 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
             config_users::<Secret>(&ctx, ConfigKind::Secret),
         );
     }
+    // The CRD caught up with this kubundle (crd_skew.rs): every AppBundle again, for what its
+    // status and history could not hold.
+    let skew = ctx.clone();
+    let crd_applied = futures::stream::unfold(skew, |ctx| async move {
+        ctx.crd_skew.closed().await;
+        Some(((), ctx))
+    });
     let controller = controller
+        .reconcile_all_on(crd_applied)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         // Each stream backs off on its own (see watches.rs); a shared backoff would delay all.
         .trigger_backoff(NoBackoff)
         .shutdown_on_signal();
+    let recheck = {
+        let ctx = ctx.clone();
+        async move { ctx.crd_skew.recheck(&ctx.client).await }
+    };
     let run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -269,6 +285,11 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
                 debug!(error = %e, "reconcile failed");
             }
         });
+    // The controller ends on SIGTERM; the CRD's recheck with it.
+    let run = async move {
+        futures::pin_mut!(run, recheck);
+        futures::future::select(run, recheck).await;
+    };
     (
         run,
         Handles {

@@ -396,6 +396,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     if blocker.is_none()
         && find_condition(&status.conditions, READY).is_some_and(|c| c.status == TRUE)
         && history::unrecorded(&bundle)
+        // A CRD older than kubundle cannot store the revision fields (crd_skew.rs).
+        && !ctx.crd_skew.blocks_history()
     {
         match history::record(&ctx.client, &bundle, &ctx.metrics).await {
             Ok((number, revision)) => {

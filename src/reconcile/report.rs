@@ -2,13 +2,14 @@
 //! most every 2 s) and Events (one per thing a person wants to know: children changed, the first
 //! rollout with what the AppBundle is made of, Ready again, Stalled, recovered).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use super::{CachedBundle, Context};
 use crate::api::{AppBundle, AppBundleStatus, READY, STALLED, TRUE, find_condition};
@@ -45,6 +46,28 @@ impl StatusPacer {
     }
 }
 
+/// One server-side apply of the status.
+async fn apply_status(
+    ctx: &Context,
+    api: &Api<CachedBundle>,
+    name: &str,
+    status: &AppBundleStatus,
+) -> std::result::Result<(), kube::Error> {
+    let body = serde_json::json!({
+        "apiVersion": AppBundle::api_version(&()),
+        "kind": AppBundle::kind(&()),
+        "status": status,
+    });
+    ctx.metrics.write("AppBundle", "apply_status");
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Writes the status if it changed, and publishes the Events of condition transitions. A change
 /// that is only progress ([`is_milestone`]) within [`PROGRESS_INTERVAL`] of the last write is
 /// held back: the answer is how soon to reconcile again to write it. `made_of` names the children
@@ -58,12 +81,17 @@ pub async fn write_status(
     made_of: &str,
 ) -> Result<Option<Duration>> {
     let previous = bundle.status.clone().unwrap_or_default();
-    if &previous == status {
+    // What the installed CRD can store of it: all of it, unless the CRD is older (crd_skew.rs).
+    let mut status = Cow::Borrowed(status);
+    if ctx.crd_skew.problem().is_some() {
+        status = Cow::Owned(ctx.crd_skew.fit(&status));
+    }
+    if previous == *status {
         return Ok(None);
     }
     let uid = bundle.metadata.uid.clone().unwrap_or_default();
     let now = Instant::now();
-    if !is_milestone(&previous, status) {
+    if !is_milestone(&previous, &status) {
         let age =
             bundle
                 .metadata
@@ -83,24 +111,31 @@ pub async fn write_status(
             return Ok(Some(wait));
         }
     }
-    let body = serde_json::json!({
-        "apiVersion": AppBundle::api_version(&()),
-        "kind": AppBundle::kind(&()),
-        "status": status,
-    });
-    ctx.metrics.write("AppBundle", "apply_status");
-    api.patch_status(
-        &bundle.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .inspect_err(|e| {
-        if e.to_string().contains("field not declared in schema") {
-            // The CRD in the cluster is older than this kubundle (Helm does not upgrade CRDs).
-            error!(error = %e, "the AppBundle CRD installed in the cluster is older than this kubundle, so its status cannot be written: apply the new CRD (kubectl apply --server-side -f charts/kubundle/crds/)");
+    // The CRD in the cluster may be older than this kubundle (Helm does not upgrade CRDs): what
+    // it can store is written, and the gap is told (below, /readyz, the log). The API server may
+    // name one unknown field per refusal: a few tries learn them all.
+    let mut tries = 0;
+    loop {
+        match apply_status(ctx, api, &bundle.name_any(), &status).await {
+            Ok(()) => break,
+            Err(kube::Error::Api(s))
+                if tries < 5 && ctx.crd_skew.learn_from_refusal(&s.message) =>
+            {
+                tries += 1;
+                status = Cow::Owned(ctx.crd_skew.fit(&status));
+                if previous == *status {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
-    })?;
+    }
+    let status: &AppBundleStatus = &status;
+    if ctx.crd_skew.first_warning_for(&uid)
+        && let Some(problem) = ctx.crd_skew.problem()
+    {
+        publish(ctx, reference, EventType::Warning, "CRDOutdated", problem);
+    }
     ctx.pacer.wrote(&uid, now);
 
     let was = |t: &str| find_condition(&previous.conditions, t).map(|c| c.status.clone());
