@@ -280,3 +280,101 @@ async fn revisions_beyond_the_limit_are_deleted() {
     );
     delete_namespace(&client, &ns).await;
 }
+
+/// The AppBundle's ControllerRevisions that it controls (by its current UID), as numbers.
+async fn controlled_numbers(
+    client: &Client,
+    api: &Api<AppBundle>,
+    ns: &str,
+    name: &str,
+) -> Vec<i64> {
+    let uid = api.get(name).await.unwrap().metadata.uid.unwrap();
+    let params = ListParams::default().labels(&kubundle::render::selector_string(name));
+    let mut out: Vec<i64> = Api::<ControllerRevision>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .map(|r| r.revision)
+        .collect();
+    out.sort();
+    out
+}
+
+/// History survives an orphan delete and re-adoption: the revisions are adopted with the
+/// children, the next spec is recorded after them; a revision of the wanted name that another
+/// owner holds is said in Ready's message. (Before: after re-adoption no revision was ever
+/// recorded again, and the conflict was only logged, every 10 s.)
+#[tokio::test]
+async fn history_survives_an_orphan_delete_and_readoption() {
+    let client = client().await;
+    let ns = create_namespace(&client, "history-orphan").await;
+    let api = bundles(&client, &ns);
+    apply_yaml(&ns, &bundle("web", "nginx:1.27", ""));
+    ready_at_revision(&api, "web", 1).await;
+    set_image(&api, "web", "nginx:1.28").await;
+    ready_at_revision(&api, "web", 2).await;
+
+    run_ok(kubectl(&[
+        "delete",
+        "appbundle",
+        "web",
+        "-n",
+        &ns,
+        "--cascade=orphan",
+        "--wait=true",
+    ]));
+    apply_yaml(&ns, &bundle("web", "nginx:1.28", ""));
+    // Adopted with the children: the spec that runs is revision 2 again.
+    ready_at_revision(&api, "web", 2).await;
+    assert_eq!(
+        controlled_numbers(&client, &api, &ns, "web").await,
+        vec![1, 2]
+    );
+    set_image(&api, "web", "nginx:1.29").await;
+    ready_at_revision(&api, "web", 3).await;
+    assert_eq!(
+        controlled_numbers(&client, &api, &ns, "web").await,
+        vec![1, 2, 3]
+    );
+    let out = run_ok(kubectl_kubundle(&["history", "web", "-n", &ns]));
+    assert!(
+        out.contains("nginx:1.27") && out.contains("nginx:1.29"),
+        "{out}"
+    );
+
+    // A foreign ControllerRevision with the name the next spec's revision would have.
+    let mut next = api.get("web").await.unwrap().spec;
+    next.image = "nginx:1.30".into();
+    let taken = kubundle::history::revision_name("web", &next);
+    let foreign = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": taken}, "data": {"theirs": true}, "revision": 1,
+    });
+    apply_yaml(&ns, &foreign.to_string());
+    set_image(&api, "web", "nginx:1.30").await;
+    let b = wait_bundle(
+        &api,
+        "web",
+        WAIT,
+        "Ready, saying history is not recorded",
+        |b| {
+            is_ready(b)
+                && condition_of(b, "Ready")
+                    .is_some_and(|c| c.2.contains("rollout history is not recorded"))
+        },
+    )
+    .await;
+    let message = condition_of(&b, "Ready").unwrap().2;
+    assert!(message.contains(&taken), "{message}");
+    assert_eq!(b.status.unwrap().revision, Some(3));
+    delete_namespace(&client, &ns).await;
+}

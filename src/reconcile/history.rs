@@ -25,10 +25,66 @@ pub fn unrecorded(bundle: &AppBundle) -> bool {
     current != Some(revision_name(&bundle.name_any(), &bundle.spec).as_str())
 }
 
-/// Records `bundle`'s spec as its newest revision; returns its (number, name).
+/// What [`record`] says of a revision of the wanted name that another owner controls.
+pub const FOREIGN: &str = "exists and is not this AppBundle's";
+
+/// Revisions kubundle recorded for an AppBundle of this name that nothing controls now (an
+/// orphan delete of the AppBundle left them): adopted, as its children are, so the re-created
+/// AppBundle keeps its history. Called when children were adopted (one list). Returns the highest
+/// number among them.
+pub async fn adopt_orphans(
+    client: &Client,
+    bundle: &AppBundle,
+    metrics: &Metrics,
+) -> Result<Option<i64>, kube::Error> {
+    let ns = bundle.namespace().unwrap_or_default();
+    let name = bundle.name_any();
+    let owner = crate::render::identity(bundle)
+        .map_err(|e| kube::Error::Service(e.to_string().into()))?
+        .2;
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+    let listed = api
+        .list(&ListParams::default().labels(&selector_string(&name)))
+        .await?;
+    let mut highest = None;
+    for r in listed.items {
+        let refs = r.metadata.owner_references.clone().unwrap_or_default();
+        if refs.iter().any(|o| o.controller == Some(true)) {
+            continue;
+        }
+        let mut owners = refs;
+        owners.push(owner.clone());
+        metrics.write("ControllerRevision", "adopt");
+        // The resourceVersion makes it a compare-and-swap: a revision changed meanwhile is left.
+        let patch = serde_json::json!({"metadata": {
+            "ownerReferences": owners,
+            "resourceVersion": r.metadata.resource_version,
+        }});
+        match api
+            .patch(
+                &r.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                debug!(revision = %r.name_any(), number = r.revision, "adopted an orphaned revision");
+                highest = highest.max(Some(r.revision));
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(highest)
+}
+
+/// Records `bundle`'s spec as its newest revision, numbered after `last` (the status's);
+/// returns its (number, name).
 pub async fn record(
     client: &Client,
     bundle: &AppBundle,
+    last: i64,
     metrics: &Metrics,
 ) -> Result<(i64, String), kube::Error> {
     let ns = bundle.namespace().unwrap_or_default();
@@ -43,7 +99,6 @@ pub async fn record(
     };
     // The number follows the status's (1 for the first): the status names the newest revision,
     // since only kubundle records revisions and it records the status with them.
-    let last = bundle.status.as_ref().and_then(|s| s.revision).unwrap_or(0);
     let number = last + 1;
     let mut known = None;
     let revision = controller_revision(bundle, number)
@@ -56,10 +111,7 @@ pub async fn record(
             let listed = list().await?;
             if !listed.iter().any(|r| r.name == wanted) {
                 return Err(kube::Error::Service(
-                    format!(
-                        "a ControllerRevision named {wanted} exists and is not this AppBundle's"
-                    )
-                    .into(),
+                    format!("ControllerRevision {wanted} {FOREIGN}").into(),
                 ));
             }
             known = Some(listed);

@@ -29,6 +29,8 @@ const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
 
 /// How soon to try again when the rollout history could not be recorded.
 const HISTORY_RETRY: Duration = Duration::from_secs(10);
+/// How soon a revision name held by another owner is looked at again.
+const BLOCKED_HISTORY_RETRY: Duration = Duration::from_secs(60);
 
 /// How long reconciles wait for the children's watches to list at startup (counted from the first
 /// reconcile) before they read the children of the kinds still unlisted from the API server.
@@ -391,6 +393,17 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         &ctx.settings.cluster_domain,
         &now,
     );
+    // Children adopted (the AppBundle was deleted with --cascade=orphan and applied again): its
+    // revisions come with them, and the next is numbered after theirs.
+    if changes.iter().any(|(_, c)| *c == Change::Adopted) {
+        match history::adopt_orphans(&ctx.client, &bundle, &ctx.metrics).await {
+            Ok(Some(highest)) if status.revision.unwrap_or(0) < highest => {
+                status.revision = Some(highest);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot adopt the orphaned rollout history"),
+        }
+    }
     // Ready on the newest spec: it is the newest revision (recorded once; history.rs).
     let mut history_retry = None;
     if blocker.is_none()
@@ -399,10 +412,21 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         // A CRD older than kubundle cannot store the revision fields (crd_skew.rs).
         && !ctx.crd_skew.blocks_history()
     {
-        match history::record(&ctx.client, &bundle, &ctx.metrics).await {
+        let last = status.revision.unwrap_or(0);
+        match history::record(&ctx.client, &bundle, last, &ctx.metrics).await {
             Ok((number, revision)) => {
                 status.revision = Some(number);
                 status.current_revision = Some(revision);
+            }
+            // A revision of that name that is not this AppBundle's: said in Ready's message
+            // (Ready stays: the application is fine), looked at again every minute.
+            Err(e) if e.to_string().contains(history::FOREIGN) => {
+                warn!(error = %e, "cannot record the rollout history");
+                status::note_on_ready(
+                    &mut status,
+                    &format!("rollout history is not recorded: {e} (delete or rename it)"),
+                );
+                history_retry = Some(BLOCKED_HISTORY_RETRY);
             }
             Err(e) => {
                 warn!(error = %e, "cannot record the rollout history; trying again in 10 s");

@@ -185,6 +185,17 @@ fn address(bundle: &AppBundle, svc: &Service, cluster_domain: &str) -> AppBundle
     }
 }
 
+/// Adds `note` to Ready's message (something true beside Ready's own state).
+pub fn note_on_ready(status: &mut AppBundleStatus, note: &str) {
+    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == READY) {
+        ready.message = if ready.message.is_empty() {
+            note.to_string()
+        } else {
+            format!("{}; {note}", ready.message)
+        };
+    }
+}
+
 /// The pods a complete rollout has: `spec.replicas`; with autoscaling the Deployment's own count
 /// (the autoscaler's choice), at least the autoscaler's minimum (a new Deployment starts with one
 /// pod until the autoscaler brings it up); without either, the Deployment's own count (1 for a
