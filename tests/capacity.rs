@@ -265,3 +265,68 @@ async fn a_rollback_during_a_stuck_rollout_goes_back_to_the_revision_that_ran() 
     assert_eq!(b.spec.image, "nginx:1.27");
     delete_namespace(&client, &ns).await;
 }
+
+/// An autoscaler's scale is no rollout: Ready stays True throughout, the status is written at
+/// most once for the scale (when it is done), and no RolledOut Event is published. (Before:
+/// Ready went False (RollingOut) and back, two or more status writes and a RolledOut Event per
+/// scale.)
+#[tokio::test]
+async fn an_autoscalers_scale_is_not_a_rollout() {
+    let client = client().await;
+    let ns = create_namespace(&client, "capacity-scale").await;
+    let (api, _) = setup(&client, &ns);
+    let autoscaling = "  autoscaling: {minReplicas: 2, maxReplicas: 6}\n";
+    apply_manifest(&ns, &manifest("web", "nginx:1.27", autoscaling));
+    let ready = ready_with(&api, "web", 2).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let rolled_out = || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("RolledOut"))
+            .count()
+    };
+    // Let the first rollout's Events land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events_before = rolled_out().await;
+
+    autoscaler_scales(&ns, "web", 5);
+    let start = Instant::now();
+    let mut versions = vec![ready.metadata.resource_version.clone()];
+    let mut not_ready = None;
+    let mut done_at = None;
+    // Every status write, sampled every 100 ms (progress is written at most every 2 s), until 5 s
+    // after the scale is done.
+    while start.elapsed() < Duration::from_secs(60) {
+        let b = api.get("web").await.unwrap();
+        if !is_ready(&b) && not_ready.is_none() {
+            not_ready = Some(serde_json::to_string(&b.status).unwrap());
+        }
+        if versions.last() != Some(&b.metadata.resource_version) {
+            versions.push(b.metadata.resource_version.clone());
+        }
+        if done_at.is_none() && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(5) {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done_at.is_some(), "the status never showed 5 ready pods");
+    assert_eq!(not_ready, None, "Ready left True during the scale");
+    assert_eq!(
+        versions.len() - 1,
+        1,
+        "status writes for one scale: {versions:?}"
+    );
+    assert_eq!(
+        rolled_out().await,
+        events_before,
+        "a RolledOut Event for a scale"
+    );
+    delete_namespace(&client, &ns).await;
+}

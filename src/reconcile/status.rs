@@ -138,6 +138,46 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
     }
 }
 
+/// The autoscaler is scaling a tier that was Ready on its current spec: every pod runs the newest
+/// template (no old pod is left), at least `minReplicas` are available, the Deployment
+/// controller reports no failure, the pods show no problem and no configuration is missing;
+/// only the number of pods is on its way to the autoscaler's. (A scale bumps the Deployment's
+/// generation, so one the Deployment controller has not seen yet counts too: a new pod template
+/// kubundle wrote shows as old pods the moment it has. A scale that cannot finish shows once the
+/// pods or the progress deadline say why.)
+fn autoscaler_scaling(
+    bundle: &AppBundle,
+    previous: &AppBundleStatus,
+    d: &Deployment,
+    observed: &Observed,
+) -> bool {
+    let Some(autoscaling) = &bundle.spec.autoscaling else {
+        return false;
+    };
+    let was_ready = previous.observed_generation == bundle.metadata.generation
+        && find_condition(&previous.conditions, READY).is_some_and(|c| c.status == TRUE);
+    let Some(status) = d.status.as_ref() else {
+        return false;
+    };
+    let failing = status.conditions.iter().flatten().any(|c| {
+        (c.type_ == "ReplicaFailure" && c.status == TRUE)
+            || (c.type_ == "Progressing" && c.status == FALSE)
+    });
+    let total = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    was_ready
+        && !failing
+        && updated == total
+        && available >= autoscaling.min()
+        && observed.pods.is_none()
+        && observed.missing_config.is_empty()
+        && !matches!(
+            rollout(desired_replicas(bundle, Some(d)), d),
+            Rollout::Complete
+        )
+}
+
 /// External addresses of a Service (LoadBalancer ingress IPs or hostnames).
 fn external_addresses(svc: &Service) -> Vec<String> {
     svc.status
@@ -349,6 +389,21 @@ pub fn compute(
             "stalled; see the Stalled condition".into(),
         );
         set(&mut status, STALLED, TRUE, why, msg);
+        return status;
+    }
+
+    // An autoscaler's scale of a tier Ready on this spec is no rollout: Ready stays, no Event,
+    // and the counts are written once, when the scale is done.
+    if let Some(d) = observed.deployment
+        && autoscaler_scaling(bundle, &previous, d, observed)
+    {
+        status.conditions = previous.conditions;
+        status.replicas = previous.replicas;
+        status.ready_replicas = previous.ready_replicas;
+        status.updated_replicas = previous.updated_replicas;
+        status.available_replicas = previous.available_replicas;
+        status.replica_summary = previous.replica_summary;
+        status.autoscaling = previous.autoscaling;
         return status;
     }
 

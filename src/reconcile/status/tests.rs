@@ -723,3 +723,69 @@ fn secrets_that_cannot_be_followed_are_said_in_ready() {
         ready.message
     );
 }
+
+#[test]
+fn an_autoscalers_scale_keeps_ready_and_is_written_once_when_done() {
+    let mut b = bundle(2, "ClusterIP");
+    b.spec.replicas = None;
+    b.spec.autoscaling =
+        Some(serde_json::from_value(json!({"minReplicas": 2, "maxReplicas": 6})).unwrap());
+    let svc = service(None);
+    let at = |replicas: i32, status: serde_json::Value| -> Deployment {
+        let mut d = deployment(1, status);
+        d.spec = Some(
+            serde_json::from_value(json!({"replicas": replicas, "selector": {}, "template": {}}))
+                .unwrap(),
+        );
+        d
+    };
+    let observe = |b: &AppBundle, d: &Deployment| -> AppBundleStatus {
+        let observed = Observed {
+            deployment: Some(d),
+            service: Some(&svc),
+            ..Observed::default()
+        };
+        compute(b, &observed, None, "cluster.local", &now())
+    };
+    let settled = at(
+        2,
+        json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
+    );
+    let ready = observe(&b, &settled);
+    assert_eq!(cond(&ready, READY), (TRUE, reason::AVAILABLE));
+    b.status = Some(ready.clone());
+    // The autoscaler asks for 6: pods are being added, all of the newest template.
+    for (total, available) in [(2, 2), (6, 2), (6, 4), (6, 5)] {
+        let scaling = at(
+            6,
+            json!({"observedGeneration": 1, "replicas": total, "updatedReplicas": total, "readyReplicas": available, "availableReplicas": available}),
+        );
+        assert_eq!(
+            observe(&b, &scaling),
+            ready,
+            "{total} pods, {available} available: nothing to write"
+        );
+    }
+    // Done: one write, Ready all along (so no RolledOut Event), the new counts.
+    let done = observe(
+        &b,
+        &at(
+            6,
+            json!({"observedGeneration": 1, "replicas": 6, "updatedReplicas": 6, "readyReplicas": 6, "availableReplicas": 6}),
+        ),
+    );
+    assert_eq!(cond(&done, READY), (TRUE, reason::AVAILABLE));
+    assert_eq!(done.replica_summary.as_deref(), Some("6/6"));
+    assert!(!is_milestone(&ready, &done));
+    // Below the minimum, or with old pods (a rollout), it is no mere scale.
+    let short = at(
+        6,
+        json!({"observedGeneration": 1, "replicas": 6, "updatedReplicas": 6, "readyReplicas": 1, "availableReplicas": 1}),
+    );
+    assert_eq!(cond(&observe(&b, &short), READY).0, FALSE);
+    let rolling = at(
+        6,
+        json!({"observedGeneration": 1, "replicas": 6, "updatedReplicas": 3, "readyReplicas": 6, "availableReplicas": 6}),
+    );
+    assert_eq!(cond(&observe(&b, &rolling), READY).0, FALSE);
+}
