@@ -83,8 +83,18 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "watches failing (the API server may be unreachable): {}",
+                "watches failing (the API server unreachable, or the resource no longer served, say its CRD removed): {}",
                 failing.join(", ")
+            ),
+        );
+    }
+    let relisting = state.controller.relists.pending();
+    if !relisting.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "listing again: kubundle's cache was behind the API server (its watch missed events): {}",
+                relisting.join(", ")
             ),
         );
     }

@@ -67,8 +67,16 @@ enum LogFormat {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    // The kube client logs every failed request at ERROR ("failed with error client error
+    // (Connect)"), dozens a second during an API-server outage that kubundle reports once itself
+    // (the watch failing, /readyz): off unless RUST_LOG names kube_client.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into());
+    let directives = if directives.contains("kube_client") {
+        directives
+    } else {
+        format!("{directives},kube_client::client::builder=off")
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -74,6 +74,8 @@ pub struct Metrics {
     /// Status fields this kubundle writes that the installed AppBundle CRD does not declare (0:
     /// the CRD is up to date), set at scrape time.
     pub crd_missing_fields: prometheus::IntGauge,
+    /// Cached children found behind the API server (a watch that missed events), by resource.
+    pub cache_stale: IntCounterVec,
     /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
     process: Registry,
 }
@@ -147,8 +149,17 @@ impl Metrics {
             "Status fields this kubundle writes that the installed AppBundle CRD does not declare (apply the CRD of this version when not 0)",
         )
         .unwrap();
+        let cache_stale = IntCounterVec::new(
+            Opts::new(
+                "cache_stale_total",
+                "Cached children found behind the API server (their watch missed events; it lists again), by resource",
+            ),
+            &["resource"],
+        )
+        .unwrap();
         for c in [
             Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_stale.clone()),
             Box::new(crd_missing_fields.clone()),
             Box::new(watch_errors.clone()),
             Box::new(reconciles.clone()),
@@ -173,6 +184,7 @@ impl Metrics {
         for resource in ["appbundles", "deployments", "services"] {
             watch_errors.with_label_values(&[resource]).reset();
         }
+        cache_stale.with_label_values(&["deployments"]).reset();
         for reason in crate::error::Error::LABELS {
             errors.with_label_values(&[reason]).reset();
         }
@@ -200,6 +212,7 @@ impl Metrics {
             leader,
             watch_errors,
             crd_missing_fields,
+            cache_stale,
             process,
         }
     }

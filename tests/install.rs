@@ -250,6 +250,59 @@ mod install {
         let d = deployments.get("kb-kubundle").await.unwrap();
         assert_eq!(d.status.unwrap().available_replicas, Some(2));
 
+        // AppBundles are in Kubernetes' view and edit roles (aggregated): a namespace's viewer
+        // reads them and cannot change them, its editor can.
+        let team = create_namespace(&client, "team").await;
+        for (who, role) in [("viewer", "view"), ("editor", "edit")] {
+            run_ok(kubectl(&["create", "serviceaccount", who, "-n", &team]));
+            run_ok(kubectl(&[
+                "create",
+                "rolebinding",
+                who,
+                "-n",
+                &team,
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={team}:{who}"),
+            ]));
+        }
+        let viewer = format!("system:serviceaccount:{team}:viewer");
+        let editor = format!("system:serviceaccount:{team}:editor");
+        eventually(Duration::from_secs(30), "the roles aggregated", || async {
+            let checks = [
+                can_i(&viewer, &["list", "appbundles.kubundle.dev", "-n", &team]),
+                can_i(
+                    &viewer,
+                    &[
+                        "get",
+                        "appbundles.kubundle.dev",
+                        "--subresource=status",
+                        "-n",
+                        &team,
+                    ],
+                ),
+                !can_i(&viewer, &["patch", "appbundles.kubundle.dev", "-n", &team]),
+                can_i(&editor, &["create", "appbundles.kubundle.dev", "-n", &team]),
+                can_i(
+                    &editor,
+                    &[
+                        "patch",
+                        "appbundles.kubundle.dev",
+                        "--subresource=scale",
+                        "-n",
+                        &team,
+                    ],
+                ),
+                !can_i(&editor, &["list", "appbundles.kubundle.dev", "-A"]),
+            ];
+            if checks.iter().all(|ok| *ok) {
+                Ok(())
+            } else {
+                Err(format!("{checks:?}"))
+            }
+        })
+        .await;
+        delete_namespace(&client, &team).await;
+
         run_ok(helm(&[
             "upgrade",
             "kb",
@@ -278,11 +331,15 @@ mod install {
 
         run_ok(helm(&["uninstall", "kb", "-n", ns, "--wait"]));
         assert!(deployments.get_opt("kb-kubundle").await.unwrap().is_none());
-        let out = run(kubectl(&["get", "clusterrole", "kb-kubundle"]));
-        assert!(
-            !out.status.success(),
-            "the ClusterRole outlived the release"
-        );
+        let view = format!("kb-kubundle-{ns}-view");
+        let edit = format!("kb-kubundle-{ns}-edit");
+        for role in ["kb-kubundle", view.as_str(), edit.as_str()] {
+            let out = run(kubectl(&["get", "clusterrole", role]));
+            assert!(
+                !out.status.success(),
+                "ClusterRole {role} outlived the release"
+            );
+        }
         // Helm never deletes CRDs from crds/: AppBundles (and so the applications) survive an uninstall.
         run_ok(kubectl(&["get", "crd", "appbundles.kubundle.dev"]));
         delete_namespace(&client, ns).await;
@@ -363,6 +420,10 @@ mod install {
             (vec!["create", "controllerrevisions.apps", "-A"], true),
             (vec!["delete", "controllerrevisions.apps", "-A"], true),
             (vec!["watch", "controllerrevisions.apps", "-A"], false),
+            // Namespaces: read only to tell one being deleted (no writes then).
+            (vec!["get", "namespaces"], true),
+            (vec!["list", "namespaces"], false),
+            (vec!["delete", "namespaces"], false),
             (vec!["delete", "deployments.apps", "-A"], false),
             (vec!["create", "pods", "-A"], false),
             (vec!["list", "pods", "-A"], true),

@@ -140,3 +140,78 @@ async fn status_says_why_a_pod_is_not_ready_as_text_and_json() {
     );
     delete_namespace(&client, &ns).await;
 }
+
+/// The plugin under impersonation and RBAC, as kubectl: `--as`/`--as-group` act as another user,
+/// a refusal is said in the server's words (`Error from server (Forbidden): ...`), and what the
+/// user may not read is marked Forbidden in the tree while the rest is shown.
+#[tokio::test]
+async fn status_under_impersonation_says_what_rbac_hides() {
+    let client = client().await;
+    let ns = create_namespace(&client, "plugin-rbac").await;
+    apply_yaml(
+        &ns,
+        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: web}\n\
+         spec: {image: nginx:1.27, replicas: 1, ports: [{containerPort: 80}]}\n",
+    );
+    let api = bundles(&client, &ns);
+    wait_bundle(&api, "web", Duration::from_secs(60), "Ready", is_ready).await;
+
+    // Nobody: refused, in the server's words.
+    let nobody = format!("--as=system:serviceaccount:{ns}:nobody");
+    let out = run(kubectl_kubundle(&["status", "web", "-n", &ns, &nobody]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Error from server (Forbidden)")
+            && stderr.contains("cannot get resource \"appbundles\""),
+        "{stderr}"
+    );
+    // --as-group alone is refused as kubectl refuses it.
+    let out = run(kubectl_kubundle(&[
+        "status",
+        "web",
+        "-n",
+        &ns,
+        "--as-group=system:masters",
+    ]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--as-group needs --as"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // May read the AppBundle, its Deployment and Service, not its pods: the rest is shown.
+    let role = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "partial"},
+        "rules": [
+            {"apiGroups": ["kubundle.dev"], "resources": ["appbundles"], "verbs": ["get"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
+        ],
+    });
+    apply_yaml(&ns, &role.to_string());
+    run_ok(kubectl(&[
+        "create",
+        "rolebinding",
+        "partial",
+        "-n",
+        &ns,
+        "--role=partial",
+        "--group=partial-readers",
+    ]));
+    let text = run_ok(kubectl_kubundle(&[
+        "status",
+        "web",
+        "-n",
+        &ns,
+        "--as=someone",
+        "--as-group=partial-readers",
+    ]));
+    assert!(text.contains("Deployment web  Ready"), "{text}");
+    assert!(text.contains("Service web  Ready"), "{text}");
+    assert!(
+        text.contains("Forbidden") && text.contains("cannot list resource \"pods\""),
+        "{text}"
+    );
+    delete_namespace(&client, &ns).await;
+}

@@ -6,7 +6,7 @@
 //! - `history NAME [--revision N]`: the recorded revisions, or one revision's spec ([`history`]).
 //! - `rollback NAME [--to-revision N]`: writes a recorded spec back into the AppBundle.
 //!
-//! Every command takes `-n/--namespace`, `--context`, `--kubeconfig` as kubectl does, and
+//! Every command takes `-n/--namespace`, `--context`, `--kubeconfig`, `--as`, `--as-group` as kubectl does, and
 //! `-o json` for scripts. Text output fits the terminal (long lines are cut on a terminal,
 //! never when piped).
 
@@ -40,6 +40,12 @@ pub struct Cli {
     /// Path of the kubeconfig file (default: KUBECONFIG, else ~/.kube/config).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
+    /// Username to impersonate for the operation (as kubectl's --as).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Group to impersonate (as kubectl's --as-group; repeat for several).
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub as_group: Vec<String>,
     /// Output format: text (default) or json.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -91,8 +97,24 @@ pub enum Command {
 pub enum PluginError {
     #[error("{0}")]
     User(String),
-    #[error("{0}")]
+    #[error("{}", server_words(.0))]
     Kube(#[from] kube::Error),
+}
+
+/// A request's failure as kubectl says it: `Error from server (Forbidden): <the server's
+/// message>`.
+fn server_words(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            let reason = if s.reason.is_empty() {
+                s.code.to_string()
+            } else {
+                s.reason.clone()
+            };
+            format!("Error from server ({reason}): {}", s.message)
+        }
+        other => other.to_string(),
+    }
 }
 
 impl PluginError {
@@ -122,13 +144,24 @@ async fn connect(cli: &Cli) -> Result<(Client, String), PluginError> {
         }
         None => Config::from_kubeconfig(&options).await,
     };
-    let config = match config {
+    let mut config = match config {
         Ok(config) => config,
         // In a pod (no kubeconfig), its service account.
         Err(e) if cli.context.is_none() => Config::incluster()
             .map_err(|_| PluginError::User(format!("cannot load a kubeconfig: {e}")))?,
         Err(e) => return Err(PluginError::User(format!("cannot load a kubeconfig: {e}"))),
     };
+    if cli.as_user.is_some() {
+        config.auth_info.impersonate = cli.as_user.clone();
+    }
+    if !cli.as_group.is_empty() {
+        if cli.as_user.is_none() {
+            return Err(PluginError::User(
+                "--as-group needs --as: a user to impersonate (as in kubectl)".into(),
+            ));
+        }
+        config.auth_info.impersonate_groups = Some(cli.as_group.clone());
+    }
     let ns = cli
         .namespace
         .clone()

@@ -80,10 +80,20 @@ pub async fn gather(client: &Client, ns: &str, name: &str) -> Result<Tree, Plugi
     let mut root = bundle_node(&bundle);
     let expected = children(&bundle, None)
         .map_err(|e| PluginError::User(format!("the AppBundle cannot be rendered: {e}")))?;
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+    // What RBAC does not let the user read is said where it would be, and the rest shown.
+    let pods = match Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&selector_string(name)))
-        .await?
-        .items;
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            root.children.push(
+                Node::new("Pod", "*", false, "not listed".into()).because("Forbidden", s.message),
+            );
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     for rendered in expected {
         let kind = rendered.kind;
         let api: Api<DynamicObject> =
@@ -92,6 +102,13 @@ pub async fn gather(client: &Client, ns: &str, name: &str) -> Result<Tree, Plugi
             Ok(live) => live,
             // (an HTTPRoute where the Gateway API is not installed)
             Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                root.children.push(
+                    Node::new(kind.name(), name, false, "not read".into())
+                        .because("Forbidden", s.message),
+                );
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         let Some(live) = live else {

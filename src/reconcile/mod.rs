@@ -26,6 +26,7 @@ pub mod history;
 mod namespaces;
 mod pipeline;
 pub mod pods;
+pub mod relist;
 mod report;
 pub mod status;
 pub mod watches;
@@ -111,6 +112,8 @@ pub struct Context {
     namespaces: namespaces::Namespaces,
     /// What the AppBundle CRD in the cluster lacks of this kubundle's (see [`crd_skew`]).
     pub crd_skew: crd_skew::CrdSkew,
+    /// Asks a child kind's watch to list again when its cache was found behind (see [`relist`]).
+    pub relists: relist::Relists,
 }
 
 impl Context {
@@ -126,6 +129,7 @@ impl Context {
             config: ConfigTracker::new(settings.follow_secrets),
             namespaces: namespaces::Namespaces::default(),
             crd_skew: crd_skew::CrdSkew::default(),
+            relists: relist::Relists::new(&ChildKind::ALL.map(ChildKind::plural)),
             settings,
         }
     }
@@ -237,7 +241,8 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         let cache_ctx = ctx.clone();
         let stream = resilient(
             kind.plural(),
-            watcher(api, ours_config()),
+            ctx.relists
+                .relistable(kind.plural(), move || watcher(api.clone(), ours_config())),
             health.clone(),
             ctx.metrics.clone(),
         )

@@ -8,7 +8,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -372,6 +372,13 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         status::desired_replicas(&bundle, deployment.as_ref()),
         &now,
     );
+    // A rollout that seems stuck may be a cache that missed the Deployment's changes (relist.rs).
+    if matches!(progress, pods::Progress::Stuck)
+        && blocker.is_none()
+        && deployment_cache_behind(ctx, &ns, &name).await
+    {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let problem = match progress {
         pods::Progress::Stuck if blocker.is_none() => read_pod_problem(ctx, &ns, &name).await,
         _ => None,
@@ -519,6 +526,47 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             None => Action::await_change(),
         },
     )
+}
+
+/// Reads the Deployment `name` from the API server; true when the cache is behind it (a version
+/// the API server had at an earlier look never arrived, see [`super::relist`]): then the fresh
+/// object is cached and the Deployments' watch lists again. A failed read says nothing.
+async fn deployment_cache_behind(ctx: &Context, ns: &str, name: &str) -> bool {
+    let kind = ChildKind::Deployment;
+    let Some(cached) = ctx.cache.get(kind, ns, name) else {
+        return false;
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &kind.api_resource());
+    let fresh = match api.get(name).await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            debug!(error = %e, "cannot read the Deployment to check the cache");
+            return false;
+        }
+    };
+    let theirs = fresh.resource_version().unwrap_or_default();
+    let behind = ctx.relists.behind(
+        &format!("{ns}/{name}"),
+        &cached.resource_version,
+        &theirs,
+        std::time::Instant::now(),
+        crate::reconcile::cache::compare_versions,
+    );
+    if behind {
+        warn!(
+            cached = %cached.resource_version,
+            api_server = %theirs,
+            "kubundle's cached Deployment was behind the API server (its watch missed events): using the fresh one and listing Deployments again"
+        );
+        ctx.metrics
+            .cache_stale
+            .with_label_values(&[kind.plural()])
+            .inc();
+        ctx.cache.record(kind, &fresh);
+        ctx.relists.request(kind.plural());
+    }
+    behind
 }
 
 /// The problem of the AppBundle's newest pods, if any. A failed read (kubundle may lack the
