@@ -8,7 +8,8 @@
 #                               through the frontend's LoadBalancer address with curl and read it back
 #   deploy/local/demo.sh down   bring the cluster down (the node, the operator and the guestbook with it)
 # Running it again reuses the running cluster and upgrades the release.
-# Where the machine cannot have a real node (not root, no cgroups or iptables), the demo says so and
+# It first installs the system packages the real node needs (deploy/local/packages.sh, as .ci/run
+# does). Where the machine still cannot have a real node (not root, no cgroups), the demo says so and
 # runs kubundle as a process beside kwok's fake nodes instead: the same AppBundles get Ready, but
 # nothing answers curl.
 set -euo pipefail
@@ -38,6 +39,11 @@ fi
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 ms_since() { local e=$(($(date +%s%3N) - $1)); printf '%d.%03d s' $((e / 1000)) $((e % 1000)); }
+
+say "system packages (the real node needs iptables, conntrack, libseccomp, gcc)"
+# As root on a fresh machine they are installed; elsewhere the demo says what is missing and goes
+# on: without them the cluster has no real node, and the demo falls back to kwok's fake nodes.
+deploy/local/packages.sh || say "some packages could not be installed (above); the real node may not start"
 
 say "local cluster: control plane, kwok nodes and a real node"
 $cluster up
