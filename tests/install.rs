@@ -422,6 +422,8 @@ mod install {
             (vec!["watch", "controllerrevisions.apps", "-A"], false),
             // Namespaces: read only to tell one being deleted (no writes then).
             (vec!["get", "namespaces"], true),
+            (vec!["get", "ingressclasses.networking.k8s.io"], true),
+            (vec!["list", "ingressclasses.networking.k8s.io"], false),
             (vec!["list", "namespaces"], false),
             (vec!["delete", "namespaces"], false),
             (vec!["delete", "deployments.apps", "-A"], false),
@@ -815,6 +817,100 @@ mod install {
                     .current_dir(repo_root()),
             );
         }
+    }
+
+    /// An upgrade from a release without rollout history: each AppBundle gets exactly one
+    /// revision create and one status write, though its first reconciles read a cached AppBundle
+    /// older than kubundle's own status write. (Before: 35 creates, 15 refused with 409, and 35
+    /// status writes for 20 AppBundles.)
+    #[tokio::test]
+    async fn an_upgrade_records_one_revision_per_bundle() {
+        const N: usize = 20;
+        let client = client().await;
+        let ns = create_namespace(&client, "upgrade-history").await;
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+            Api::namespaced(client.clone(), &ns);
+        // Watching this namespace only: its counts are this test's (others may be terminating).
+        let watching = ["--log-format=json".to_string(), format!("--namespace={ns}")];
+        let yaml: String = (0..N)
+            .map(|i| {
+                format!(
+                    "---\napiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: app-{i}}}\n\
+                     spec: {{image: 'nginx:1.27', replicas: 1, ports: [{{containerPort: 80}}]}}\n"
+                )
+            })
+            .collect();
+        let recorded = |b: &AppBundle| {
+            is_ready(b)
+                && b.status
+                    .as_ref()
+                    .and_then(|s| s.current_revision.as_ref())
+                    .is_some()
+        };
+        let all_recorded = || async {
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let done = list.items.iter().filter(|b| recorded(b)).count();
+            if done == N {
+                Ok(())
+            } else {
+                Err(format!("{done} of {N}"))
+            }
+        };
+        {
+            let _operator = Operator::start(&watching, &[], &kubeconfig_path()).await;
+            apply_yaml(&ns, &yaml);
+            eventually(
+                Duration::from_secs(120),
+                "all Ready and recorded",
+                all_recorded,
+            )
+            .await;
+        }
+        // What the release before rollout history left: no revisions, no revision in status.
+        revisions
+            .delete_collection(&Default::default(), &Default::default())
+            .await
+            .unwrap();
+        for i in 0..N {
+            run_ok(kubectl(&[
+                "-n",
+                &ns,
+                "patch",
+                "appbundle",
+                &format!("app-{i}"),
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"revision":null,"currentRevision":null}}"#,
+            ]));
+        }
+        let operator = Operator::start(&watching, &[], &kubeconfig_path()).await;
+        eventually(Duration::from_secs(120), "all recorded again", all_recorded).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let creates = operator
+            .metric(r#"kubundle_api_writes_total{kind="ControllerRevision",verb="create"}"#)
+            .await;
+        let status_writes = operator
+            .metric(r#"kubundle_api_writes_total{kind="AppBundle",verb="apply_status"}"#)
+            .await;
+        println!(
+            "upgrade of {N} AppBundles: {creates} revision creates, {status_writes} status writes"
+        );
+        assert_eq!((creates, status_writes), (N as f64, N as f64));
+        assert_eq!(
+            revisions
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            N
+        );
+        delete_namespace(&client, &ns).await;
     }
 
     async fn readyz(operator: &Operator) -> (u16, String) {

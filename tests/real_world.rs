@@ -266,6 +266,11 @@ async fn a_refused_apply_is_stalled_with_the_servers_message() {
             "  resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}\n",
             "must be less than or equal to memory limit",
         ),
+        // The server's path of a sidecar, said as the user wrote it too.
+        (
+            "  sidecars: [{name: proxy, image: nginx:1.27, resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}]\n",
+            "initContainers[0].resources.requests (spec.sidecars[0].resources.requests)",
+        ),
     ] {
         apply_yaml(&ns, &bundle_yaml("web", extra));
         let generation = api.get("web").await.unwrap().metadata.generation;

@@ -227,6 +227,9 @@ async fn budgets_that_block_every_eviction_are_refused() {
             "minAvailable must leave at least one pod",
         ),
         (3, "{minAvailable: 100%}", "100% would block every eviction"),
+        // At zero pods too: scaled up again, the budget would block every eviction.
+        (0, "{minAvailable: 100%}", "100% would block every eviction"),
+        (0, "{maxUnavailable: 0}", "0 would block every eviction"),
         (3, "{maxUnavailable: 0}", "0 would block every eviction"),
         (3, "{maxUnavailable: 0%}", "0 would block every eviction"),
         (
@@ -252,6 +255,16 @@ async fn budgets_that_block_every_eviction_are_refused() {
             "replicas {replicas}, {budget}: {stderr}"
         );
     }
+    // At zero pods the fewest-pods rule is waived (nothing to evict).
+    let out = kubectl_stdin(
+        &["apply", "-n", &ns, "-f", "-", "--dry-run=server"],
+        &bundle_yaml("web", 0, "  disruptionBudget: {minAvailable: 2}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // With autoscaling, the fewest pods is minReplicas.
     let yaml = bundle_yaml(
         "web",
@@ -710,7 +723,10 @@ async fn every_optional_child_is_updated_collected_and_never_taken_over() {
     .await;
 
     // Updated with their sections.
-    apply_yaml(&ns, &bundle_yaml("full", 1, &sections(4, 2, "/v2", "gce")));
+    apply_yaml(
+        &ns,
+        &bundle_yaml("full", 1, &sections(4, 2, "/v2", "traefik")),
+    );
     apply_yaml(
         &ns,
         &bundle_yaml(
@@ -753,7 +769,7 @@ async fn every_optional_child_is_updated_collected_and_never_taken_over() {
         let want = (
             4,
             serde_json::json!(2),
-            Some("gce".to_string()),
+            Some("traefik".to_string()),
             Some("/v2".to_string()),
             serde_json::json!("/v2"),
             serde_json::json!("https"),
@@ -785,12 +801,36 @@ async fn every_optional_child_is_updated_collected_and_never_taken_over() {
             .spec
             .unwrap()
             .ingress_class_name;
-        if class.as_deref() == Some("gce") {
+        if class.as_deref() == Some("traefik") {
             Ok(())
         } else {
             Err(format!("{class:?}"))
         }
     })
+    .await;
+
+    // GKE's class: in the annotation GKE's controller reads, not in ingressClassName (it ignores
+    // an Ingress that has one); switching to it leaves no class field behind.
+    apply_yaml(&ns, &bundle_yaml("full", 1, &sections(4, 2, "/v2", "gce")));
+    eventually(
+        Duration::from_secs(15),
+        "the GKE class annotation",
+        || async {
+            let ing = ingresses.get("full").await.map_err(|e| e.to_string())?;
+            let annotation = ing
+                .annotations()
+                .get("kubernetes.io/ingress.class")
+                .cloned();
+            let field = ing.spec.and_then(|s| s.ingress_class_name);
+            if annotation.as_deref() == Some("gce") && field.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "annotation {annotation:?}, ingressClassName {field:?}"
+                ))
+            }
+        },
+    )
     .await;
 
     // Collected with their AppBundles.
@@ -1014,5 +1054,41 @@ async fn a_blocked_or_refused_child_holds_back_the_whole_change() {
     let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
         Api::namespaced(client.clone(), &ns);
     assert!(kubundle_entry(&ingresses.get("web").await.unwrap()).is_some());
+    delete_namespace(&client, &ns).await;
+}
+
+/// An Ingress whose class does not exist waits for an address that will never come: Ready's
+/// message says so, and stops saying it once the class exists (looked at every minute).
+#[tokio::test]
+async fn a_missing_ingress_class_is_named_in_ready() {
+    let client = client().await;
+    let ns = create_namespace(&client, "ingress-class").await;
+    let api = bundles(&client, &ns);
+    let class = format!("missing-{ns}");
+    apply_yaml(
+        &ns,
+        &bundle_yaml(
+            "web",
+            1,
+            &format!("  http: {{ingress: {{className: {class}}}}}\n"),
+        ),
+    );
+    let note = format!("IngressClass {class} does not exist");
+    wait_bundle(&api, "web", MINUTE, "Ready naming the missing class", |b| {
+        condition_of(b, "Ready")
+            .is_some_and(|c| c.1 == "WaitingForIngressAddress" && c.2.contains(&note))
+    })
+    .await;
+    let ingress_class = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class}, "spec": {"controller": "example.com/none"},
+    });
+    apply_yaml(&ns, &ingress_class.to_string());
+    wait_bundle(&api, "web", 2 * MINUTE, "the note gone", |b| {
+        condition_of(b, "Ready")
+            .is_some_and(|c| c.1 == "WaitingForIngressAddress" && !c.2.contains(&note))
+    })
+    .await;
+    run_ok(kubectl(&["delete", "ingressclass", &class]));
     delete_namespace(&client, &ns).await;
 }

@@ -106,6 +106,8 @@ pub struct Context {
     pub cache: ChildCache,
     /// When each AppBundle's status was last written (progress is written at most every 2 s).
     pacer: report::StatusPacer,
+    /// The AppBundle as kubundle's last status write returned it, while the cache is older.
+    own_writes: report::OwnWrites,
     /// The ConfigMaps and Secrets the pods use (see [`config`]).
     pub config: ConfigTracker,
     /// Which namespaces are being deleted, asked only when a configuration object went missing.
@@ -126,6 +128,7 @@ impl Context {
             settled: Settled::default(),
             cache: ChildCache::default(),
             pacer: report::StatusPacer::default(),
+            own_writes: report::OwnWrites::default(),
             config: ConfigTracker::new(settings.follow_secrets),
             namespaces: namespaces::Namespaces::default(),
             crd_skew: crd_skew::CrdSkew::default(),

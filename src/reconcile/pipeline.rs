@@ -29,7 +29,7 @@ const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
 
 /// How soon to try again when the rollout history could not be recorded.
 const HISTORY_RETRY: Duration = Duration::from_secs(10);
-/// How soon a revision name held by another owner is looked at again.
+/// How soon a revision name held by another owner (or a missing IngressClass) is looked at again.
 const BLOCKED_HISTORY_RETRY: Duration = Duration::from_secs(60);
 
 /// How long reconciles wait for the children's watches to list at startup (counted from the first
@@ -37,6 +37,9 @@ const BLOCKED_HISTORY_RETRY: Duration = Duration::from_secs(60);
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> {
+    // The cache may not have kubundle's own last status write yet: then that is the AppBundle.
+    let newest = ctx.own_writes.newest(obj);
+    let obj: &CachedBundle = &newest;
     // Being deleted (any propagation policy): the garbage collector takes the children away, and
     // kubundle must not put them back. Nothing to write, not even status.
     if obj.metadata.deletion_timestamp.is_some() {
@@ -329,6 +332,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
                         kube::Error::Api(s) => s.message,
                         other => other.to_string(),
                     };
+                    // `spec.template.spec.initContainers[0]` is `spec.sidecars[0]` to the user.
+                    let message = render::paths::in_bundle_terms(&message, &bundle.spec);
                     blocker.get_or_insert(Blocker::WriteRefused {
                         kind: kind.name(),
                         message,
@@ -441,6 +446,12 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             }
         }
     }
+    // An Ingress waiting for an address from a class that does not exist waits for good: said.
+    let mut class_recheck = None;
+    if let Some(note) = missing_ingress_class(ctx, &bundle, &status).await {
+        status::note_on_ready(&mut status, &note);
+        class_recheck = Some(BLOCKED_HISTORY_RETRY);
+    }
     let made_of = set
         .iter()
         .map(|c| format!("{} {name}", c.kind.name()))
@@ -519,6 +530,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             .into_iter()
             .chain(held_back)
             .chain(history_retry)
+            .chain(class_recheck)
             .chain(settle_again)
             .min()
         {
@@ -567,6 +579,41 @@ async fn deployment_cache_behind(ctx: &Context, ns: &str, name: &str) -> bool {
         ctx.relists.request(kind.plural());
     }
     behind
+}
+
+/// While Ready waits for the Ingress's address: the named IngressClass, when it does not exist
+/// (one GET). GKE's classes are not IngressClass objects, and a read kubundle may not make says
+/// nothing.
+async fn missing_ingress_class(
+    ctx: &Context,
+    bundle: &AppBundle,
+    status: &crate::api::AppBundleStatus,
+) -> Option<String> {
+    let waiting = find_condition(&status.conditions, READY)
+        .is_some_and(|c| c.reason == reason::WAITING_FOR_INGRESS);
+    let class = bundle
+        .spec
+        .http
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .class_name
+        .as_deref()?;
+    if !waiting || render::GKE_INGRESS_CLASSES.contains(&class) {
+        return None;
+    }
+    let api: Api<k8s_openapi::api::networking::v1::IngressClass> = Api::all(ctx.client.clone());
+    match api.get_metadata_opt(class).await {
+        Ok(None) => Some(format!(
+            "IngressClass {class} does not exist in this cluster, so no ingress controller will give the Ingress an address \
+             (kubectl get ingressclass lists the classes; on GKE use gce or gce-internal)"
+        )),
+        Ok(Some(_)) => None,
+        Err(e) => {
+            debug!(error = %e, "cannot read the IngressClass");
+            None
+        }
+    }
 }
 
 /// The problem of the AppBundle's newest pods, if any. A failed read (kubundle may lack the

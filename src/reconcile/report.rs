@@ -46,13 +46,55 @@ impl StatusPacer {
     }
 }
 
+/// The AppBundle as kubundle's last status write returned it (by UID), until the cache holds one
+/// at least as new. A reconcile that starts in between (a child's event right after the write)
+/// reads that one, not the cached AppBundle from before the write: it neither writes the same
+/// status again nor records the same revision twice. Entries older than a minute are dropped as
+/// the map grows (an AppBundle deleted before its next reconcile).
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<String, (Instant, CachedBundle)>>);
+
+impl OwnWrites {
+    fn wrote(&self, written: CachedBundle, now: Instant) {
+        let Some(uid) = written.metadata.uid.clone() else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap();
+        if map.len() >= 1024 {
+            map.retain(|_, (t, _)| now.saturating_duration_since(*t) < Duration::from_secs(60));
+        }
+        map.insert(uid, (now, written));
+    }
+
+    /// `cached`, or the AppBundle kubundle's own status write returned when the cache is still
+    /// older than that.
+    pub fn newest<'a>(&self, cached: &'a CachedBundle) -> Cow<'a, CachedBundle> {
+        let Some(uid) = cached.metadata.uid.as_deref() else {
+            return Cow::Borrowed(cached);
+        };
+        let mut map = self.0.lock().unwrap();
+        let Some((_, written)) = map.get(uid) else {
+            return Cow::Borrowed(cached);
+        };
+        let version = |b: &CachedBundle| b.metadata.resource_version.clone().unwrap_or_default();
+        match super::cache::compare_versions(&version(cached), &version(written)) {
+            Some(std::cmp::Ordering::Less) => Cow::Owned(written.clone()),
+            // Caught up (or versions that do not compare): the cache is the truth again.
+            _ => {
+                map.remove(uid);
+                Cow::Borrowed(cached)
+            }
+        }
+    }
+}
+
 /// One server-side apply of the status.
 async fn apply_status(
     ctx: &Context,
     api: &Api<CachedBundle>,
     name: &str,
     status: &AppBundleStatus,
-) -> std::result::Result<(), kube::Error> {
+) -> std::result::Result<CachedBundle, kube::Error> {
     let body = serde_json::json!({
         "apiVersion": AppBundle::api_version(&()),
         "kind": AppBundle::kind(&()),
@@ -65,7 +107,6 @@ async fn apply_status(
         &Patch::Apply(&body),
     )
     .await
-    .map(|_| ())
 }
 
 /// Writes the status if it changed, and publishes the Events of condition transitions. A change
@@ -117,7 +158,11 @@ pub async fn write_status(
     let mut tries = 0;
     loop {
         match apply_status(ctx, api, &bundle.name_any(), &status).await {
-            Ok(()) => break,
+            Ok(mut written) => {
+                written.slim();
+                ctx.own_writes.wrote(written, now);
+                break;
+            }
             Err(kube::Error::Api(s))
                 if tries < 5 && ctx.crd_skew.learn_from_refusal(&s.message) =>
             {
@@ -227,5 +272,38 @@ mod tests {
             Duration::ZERO,
             "per AppBundle"
         );
+    }
+
+    #[test]
+    fn own_writes_stand_in_until_the_cache_catches_up() {
+        let at = |rv: &str, revision: Option<&str>| CachedBundle {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                uid: Some("u1".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Err("not read here".into()),
+            status: Some(AppBundleStatus {
+                current_revision: revision.map(str::to_string),
+                ..Default::default()
+            }),
+        };
+        let revision = |b: &CachedBundle| b.status.as_ref().unwrap().current_revision.clone();
+        let writes = OwnWrites::default();
+        let before = at("10", None);
+        assert_eq!(
+            revision(&writes.newest(&before)),
+            None,
+            "nothing written yet"
+        );
+        writes.wrote(at("12", Some("web-1")), Instant::now());
+        assert_eq!(revision(&writes.newest(&before)).as_deref(), Some("web-1"));
+        assert_eq!(
+            revision(&writes.newest(&at("11", None))).as_deref(),
+            Some("web-1")
+        );
+        // The cache has the write (or something newer): it is used, and the entry is gone.
+        assert_eq!(revision(&writes.newest(&at("13", None))), None);
+        assert_eq!(revision(&writes.newest(&before)), None);
     }
 }

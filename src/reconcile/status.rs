@@ -499,7 +499,10 @@ pub fn compute(
                 ),
             },
             Rollout::PodCreationFailed(msg, permanent) => {
-                let msg = format!("the Deployment cannot create pods: {msg}");
+                let msg = format!(
+                    "the Deployment cannot create pods: {}",
+                    crate::render::paths::in_bundle_terms(&msg, &bundle.spec)
+                );
                 if permanent {
                     (
                         (FALSE, reason::POD_CREATION_FAILED, msg.clone()),

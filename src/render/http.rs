@@ -12,6 +12,13 @@ use super::{RenderError, identity};
 use crate::api::AppBundle;
 
 /// The Service port routes send traffic to: the first port's.
+/// The classes of GKE's own Ingress controller (external and internal Application Load
+/// Balancers), which it reads from [`INGRESS_CLASS_ANNOTATION`] only.
+pub const GKE_INGRESS_CLASSES: [&str; 2] = ["gce", "gce-internal"];
+
+/// The Ingress class annotation that came before `spec.ingressClassName`.
+pub const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
 fn backend_port(bundle: &AppBundle) -> Option<i32> {
     let p = bundle.spec.ports.first()?;
     Some(p.service_port.unwrap_or(p.container_port))
@@ -103,10 +110,23 @@ pub fn ingress(bundle: &AppBundle) -> Result<Option<Ingress>, RenderError> {
             })
             .collect()
     };
+    // GKE's own Ingress controller reads only the old annotation, and takes no action on an
+    // Ingress with `ingressClassName` and without it: its classes are said the way it reads them
+    // (the API server refuses the two together).
+    let (class_name, gke_class) = match settings.class_name.as_deref() {
+        Some(class) if GKE_INGRESS_CLASSES.contains(&class) => (None, Some(class)),
+        other => (other.map(str::to_string), None),
+    };
+    let mut meta = metadata(bundle, &name, namespace, owner);
+    if let Some(class) = gke_class {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(INGRESS_CLASS_ANNOTATION.into(), class.into());
+    }
     Ok(Some(Ingress {
-        metadata: metadata(bundle, &name, namespace, owner),
+        metadata: meta,
         spec: Some(CoreIngressSpec {
-            ingress_class_name: settings.class_name.clone(),
+            ingress_class_name: class_name,
             rules: Some(rules),
             tls: settings.tls_secret_name.as_ref().map(|secret| {
                 vec![IngressTLS {

@@ -40,9 +40,10 @@ pub enum RenderError {
 
 pub mod config;
 mod http;
+pub mod paths;
 mod scaling;
 mod set;
-pub use http::{http_route, ingress};
+pub use http::{GKE_INGRESS_CLASSES, INGRESS_CLASS_ANNOTATION, http_route, ingress};
 pub use scaling::{DEFAULT_CPU_TARGET, autoscaler, disruption_budget};
 pub use set::{ChildKind, Rendered, children};
 

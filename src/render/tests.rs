@@ -419,7 +419,27 @@ fn http_renders_a_route_to_the_gateway_or_an_ingress() {
 
     let b = with_http(serde_json::json!({"ingress": {"className": "gce"}}));
     assert!(http_route(&b).unwrap().is_none());
-    let spec = ingress(&b).unwrap().unwrap().spec.unwrap();
+    // GKE's classes go in the annotation GKE reads (it ignores an Ingress with ingressClassName).
+    let gke = ingress(&b).unwrap().unwrap();
+    assert_eq!(
+        gke.metadata.annotations.as_ref().unwrap()["kubernetes.io/ingress.class"],
+        "gce"
+    );
+    let spec = gke.spec.unwrap();
+    assert_eq!(spec.ingress_class_name, None);
+    let other = with_http(serde_json::json!({"ingress": {"className": "traefik"}}));
+    let other = ingress(&other).unwrap().unwrap();
+    assert_eq!(
+        other.spec.unwrap().ingress_class_name.as_deref(),
+        Some("traefik")
+    );
+    assert!(
+        !other
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kubernetes.io/ingress.class")
+    );
     let rules = spec.rules.unwrap();
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].host, None, "no host names: every host");

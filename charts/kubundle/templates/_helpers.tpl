@@ -106,14 +106,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* Reading the namespaces (get only): whether one is being deleted, asked only when a
+{{/* Cluster-scoped reads (get only). Namespaces: whether one is being deleted, asked only when a
 ConfigMap or Secret the pods need went missing (the namespace controller deletes them with
-everything else): then nothing is written or reported. */}}
-{{- define "kubundle.namespaceRules" -}}
+everything else): then nothing is written or reported. IngressClasses: whether the class an
+Ingress names exists, asked only while it waits for an address. */}}
+{{- define "kubundle.clusterScopedRules" -}}
 - apiGroups: [""]
   resources: [namespaces]
   {{- if .Values.watchNamespace }}
   resourceNames: [{{ .Values.watchNamespace }}]
   {{- end }}
+  verbs: [get]
+- apiGroups: [networking.k8s.io]
+  resources: [ingressclasses]
   verbs: [get]
 {{- end }}
