@@ -424,6 +424,18 @@ mod install {
             (vec!["get", "namespaces"], true),
             (vec!["get", "ingressclasses.networking.k8s.io"], true),
             (vec!["list", "ingressclasses.networking.k8s.io"], false),
+            (
+                vec!["get", "gateways.gateway.networking.k8s.io", "-A"],
+                true,
+            ),
+            (
+                vec!["list", "gateways.gateway.networking.k8s.io", "-A"],
+                false,
+            ),
+            (
+                vec!["patch", "gateways.gateway.networking.k8s.io", "-A"],
+                false,
+            ),
             (vec!["list", "namespaces"], false),
             (vec!["delete", "namespaces"], false),
             (vec!["delete", "deployments.apps", "-A"], false),

@@ -279,6 +279,28 @@ mod real_node {
             "apply -> guestbook answering with the entry: {:?}",
             start.elapsed()
         );
+        // And through the real Gateway (Traefik): the URL the status gives.
+        let frontend = api.get("frontend").await.unwrap();
+        let through_gateway = frontend
+            .status
+            .as_ref()
+            .and_then(|s| s.address.as_ref())
+            .and_then(|a| a.external.last().cloned())
+            .expect("the frontend's URL through the Gateway");
+        assert_eq!(through_gateway, "http://10.255.253.1/");
+        eventually(
+            Duration::from_secs(20),
+            "the entry through the Gateway",
+            || async {
+                let (code, body) = http_get(&format!("{through_gateway}entries")).await?;
+                if code == 200 && body.contains(&entry) {
+                    Ok(())
+                } else {
+                    Err(format!("{code} {body}"))
+                }
+            },
+        )
+        .await;
 
         // kubectl logs and exec.
         let logs = run_ok(kubectl(&["logs", "-n", &ns, "deployment/frontend"]));
@@ -707,6 +729,331 @@ mod real_node {
             .await;
             assert_eq!(condition_of(&b, "Stalled").unwrap().0, "False", "{name}");
         }
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// The local Gateway's address (deploy/local/node.sh): Traefik's entrypoint for port 80.
+    const GATEWAY: &str = "10.255.253.1:80";
+
+    /// A client that GETs `url` through the Gateway's address every 20 ms until stopped: the
+    /// number of requests and of failed ones (anything but a 200 from the frontend).
+    struct Poller {
+        stop: Arc<AtomicBool>,
+        requests: Arc<AtomicU32>,
+        failures: Arc<AtomicU32>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Poller {
+        fn start(url: &str) -> Poller {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (requests, failures) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+            let task = {
+                let (stop, requests, failures, url) = (
+                    stop.clone(),
+                    requests.clone(),
+                    failures.clone(),
+                    url.to_string(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        match http_get_via(&url, GATEWAY).await {
+                            Ok((200, body)) if body.contains("frontend") => {}
+                            other => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("request through the gateway failed: {other:?}");
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            };
+            Poller {
+                stop,
+                requests,
+                failures,
+                task,
+            }
+        }
+
+        async fn stop(self) -> (u32, u32) {
+            self.stop.store(true, Ordering::Relaxed);
+            self.task.await.unwrap();
+            (
+                self.requests.load(Ordering::Relaxed),
+                self.failures.load(Ordering::Relaxed),
+            )
+        }
+    }
+
+    /// spec.http through a real Gateway API and Ingress controller (Traefik, deploy/local/node.sh),
+    /// nothing played by the test: Ready once Traefik accepted the HTTPRoute, and the URL in
+    /// status.address.external answers from the pods; a rolling update through the Gateway fails
+    /// no request; switching to an Ingress and back, with a client polling the URL; a Gateway
+    /// whose listener does not admit the namespace, and one that does not exist, in Ready with
+    /// the controller's words, cleared when fixed; a TLS Ingress answers HTTPS with the secret's
+    /// certificate.
+    #[tokio::test]
+    async fn http_reaches_the_pods_through_a_real_gateway_and_ingress() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "routed").await;
+        let api = bundles(&client, &ns);
+        let host = format!("web.{ns}.test");
+        let url = format!("http://{host}/");
+        let frontend = image_env("FRONTEND_IMAGE");
+        let bundle = |version: &str, http: &str| {
+            format!(
+                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: web}}\nspec:\n  \
+                 image: {frontend}:{version}\n  replicas: 2\n  \
+                 ports: [{{name: http, containerPort: 8080, servicePort: 80}}]\n  \
+                 env: [{{name: SHUTDOWN_DELAY_SECONDS, value: '10'}}]\n  \
+                 readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}\n  \
+                 http:\n    hostnames: [{host}]\n    {http}\n"
+            )
+        };
+        let local = "gateway: {name: local, namespace: gateway-system}";
+        let ready_at = |external: String| {
+            move |b: &AppBundle| {
+                is_ready(b)
+                    && b.status
+                        .as_ref()
+                        .and_then(|s| s.address.as_ref())
+                        .and_then(|a| a.external.first().map(String::as_str))
+                        == Some(external.as_str())
+            }
+        };
+        let start = Instant::now();
+        apply_yaml(&ns, &bundle("v1", local));
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(120),
+            "Ready through the Gateway",
+            ready_at(url.clone()),
+        )
+        .await;
+        let ready = start.elapsed();
+        eventually(
+            Duration::from_secs(20),
+            "an answer through the Gateway",
+            || async {
+                match http_get_via(&url, GATEWAY).await? {
+                    (200, body) if body.contains("frontend v1") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "apply -> Ready through the Gateway {ready:?}, answering {:?}",
+            start.elapsed()
+        );
+
+        // A rolling update through the Gateway.
+        let poller = Poller::start(&url);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        apply_yaml(&ns, &bundle("v2", local));
+        wait_bundle(&api, "web", Duration::from_secs(120), "Ready on v2", |b| {
+            is_ready(b)
+                && b.status
+                    .as_ref()
+                    .and_then(|s| s.image.as_deref())
+                    .is_some_and(|i| i.ends_with(":v2"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (requests, failures) = poller.stop().await;
+        eprintln!("rolling update through the Gateway: {requests} requests, {failures} failed");
+        assert_eq!(failures, 0, "requests failed during the rolling update");
+        assert!(requests > 100, "the client polled too little: {requests}");
+
+        // Gateway -> Ingress -> Gateway, with the client polling.
+        for (what, http) in [
+            ("Ingress", "ingress: {className: traefik}"),
+            ("Gateway", local),
+        ] {
+            let poller = Poller::start(&url);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let switch = Instant::now();
+            apply_yaml(&ns, &bundle("v2", http));
+            wait_bundle(
+                &api,
+                "web",
+                Duration::from_secs(60),
+                "Ready after the switch",
+                ready_at(url.clone()),
+            )
+            .await;
+            let took = switch.elapsed();
+            let (kind, gone) = if what == "Ingress" {
+                ("ingress", "httproute")
+            } else {
+                ("httproute", "ingress")
+            };
+            run_ok(kubectl(&["-n", &ns, "get", kind, "web"]));
+            // Make before break: the old one goes a little after the new one routes.
+            eventually(
+                Duration::from_secs(20),
+                &format!("the {gone} deleted"),
+                || async {
+                    let out = run(kubectl(&[
+                        "-n",
+                        &ns,
+                        "get",
+                        gone,
+                        "web",
+                        "--ignore-not-found",
+                    ]));
+                    if out.status.success() && out.stdout.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&out.stdout).to_string())
+                    }
+                },
+            )
+            .await;
+            let replaced = switch.elapsed();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (requests, failures) = poller.stop().await;
+            eprintln!(
+                "switch to the {what}: Ready in {took:?}, the {gone} deleted after {replaced:?}; \
+                 {requests} requests, {failures} failed"
+            );
+            assert_eq!(failures, 0, "requests failed while switching to the {what}");
+        }
+
+        // A Gateway whose only listener admits routes of its own namespace: Traefik's refusal.
+        let gateway = |from: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: same-only-{ns}, namespace: gateway-system}}\n\
+                 spec:\n  gatewayClassName: traefik\n  listeners:\n  - {{name: http, protocol: HTTP, port: 80, \
+                 allowedRoutes: {{namespaces: {{from: {from}}}}}}}\n"
+            )
+        };
+        apply_yaml("gateway-system", &gateway("Same"));
+        let same_only = format!("gateway: {{name: same-only-{ns}, namespace: gateway-system}}");
+        apply_yaml(&ns, &bundle("v2", &same_only));
+        let refused = wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "RouteNotAccepted",
+            |b| condition_of(b, "Ready").is_some_and(|c| c.1 == "RouteNotAccepted"),
+        )
+        .await;
+        let message = condition_of(&refused, "Ready").unwrap().2;
+        assert!(message.contains("NotAllowedByListeners"), "{message}");
+        apply_yaml("gateway-system", &gateway("All"));
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "Ready once admitted",
+            ready_at(url.clone()),
+        )
+        .await;
+        run_ok(kubectl(&[
+            "-n",
+            "gateway-system",
+            "delete",
+            "gateway",
+            &format!("same-only-{ns}"),
+        ]));
+
+        // A Gateway that does not exist.
+        apply_yaml(
+            &ns,
+            &bundle("v2", "gateway: {name: nowhere, namespace: gateway-system}"),
+        );
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "the missing Gateway named",
+            |b| {
+                condition_of(b, "Ready").is_some_and(|c| {
+                    c.1 == "WaitingForRoute"
+                        && c.2
+                            .contains("Gateway gateway-system/nowhere does not exist")
+                })
+            },
+        )
+        .await;
+
+        // HTTPS through a TLS Ingress, with the secret's certificate.
+        let dir = std::env::temp_dir().join(format!("kubundle-tls-{ns}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        run_ok(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={host}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{host}"),
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]));
+        run_ok(kubectl(&[
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "tls",
+            "web-tls",
+            &format!("--cert={}", cert.display()),
+            &format!("--key={}", key.display()),
+        ]));
+        apply_yaml(
+            &ns,
+            &bundle(
+                "v2",
+                "ingress: {className: traefik, tlsSecretName: web-tls}",
+            ),
+        );
+        let https = format!("https://{host}/");
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(60),
+            "Ready with an HTTPS URL",
+            ready_at(https.clone()),
+        )
+        .await;
+        let resolve = format!("{host}:443:{}", GATEWAY.split(':').next().unwrap());
+        eventually(
+            Duration::from_secs(20),
+            "an HTTPS answer with the secret's certificate",
+            || async {
+                let out = run(Command::new("curl").args([
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "--resolve",
+                    &resolve,
+                    "--cacert",
+                    cert.to_str().unwrap(),
+                    &https,
+                ]));
+                let body = String::from_utf8_lossy(&out.stdout).to_string();
+                if out.status.success() && body.contains("frontend v2") {
+                    Ok(())
+                } else {
+                    Err(format!("{body} {}", String::from_utf8_lossy(&out.stderr)))
+                }
+            },
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
         delete_namespace(&client, &ns).await;
     }
 }

@@ -515,8 +515,8 @@ fn gateway_reports(ns: &str, accepted: bool, reason: &str, message: &str) {
 
 /// HTTP routing: an HTTPRoute attached to the named Gateway waits for the Gateway's verdict, shows
 /// a rejection in the Gateway's words and the URL once accepted, and is repaired after drift;
-/// switching to an Ingress deletes the route and makes the Ingress, which waits for its address;
-/// removing the section deletes the Ingress.
+/// switching to an Ingress makes the Ingress, which waits for its address, and deletes the route
+/// only once the Ingress has one; removing the section deletes the Ingress.
 #[tokio::test]
 async fn http_routes_and_ingresses_follow_their_section() {
     let client = client().await;
@@ -603,11 +603,11 @@ async fn http_routes_and_ingresses_follow_their_section() {
     })
     .await;
 
-    // From the Gateway to an Ingress.
+    // From the Gateway to an Ingress: make before break, the route carries the requests until
+    // the Ingress has an address.
     let ingress = "  http: {hostnames: [shop.example.com], path: /shop, ingress: {className: nginx, tlsSecretName: shop-tls}}\n";
     apply_yaml(&ns, &bundle_yaml("web", 2, ingress));
-    deleted(&routes, "web", Duration::from_secs(15)).await;
-    wait_bundle(
+    let b = wait_bundle(
         &api,
         "web",
         Duration::from_secs(15),
@@ -615,6 +615,16 @@ async fn http_routes_and_ingresses_follow_their_section() {
         |b| condition_of(b, "Ready").is_some_and(|c| c.1 == "WaitingForIngressAddress"),
     )
     .await;
+    let (_, _, message) = condition_of(&b, "Ready").unwrap();
+    assert!(
+        message.contains("the HTTPRoute web carries the requests until then"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        routes.get_opt("web").await.unwrap().is_some(),
+        "the route is deleted only once the Ingress routes"
+    );
     let spec = ingresses.get("web").await.unwrap().spec.unwrap();
     assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
     let rule = &spec.rules.unwrap()[0];
@@ -638,6 +648,7 @@ async fn http_routes_and_ingresses_follow_their_section() {
         "--type=merge",
         r#"-p={"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}"#,
     ]));
+    deleted(&routes, "web", Duration::from_secs(15)).await;
     let b = wait_bundle(
         &api,
         "web",

@@ -64,7 +64,7 @@ source "$here/node.sh"
 load_components() {
   components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
   if [ -f "$state/node.env" ]; then
-    components+=(registry nodens containerd kubelet kube-proxy loadbalancer)
+    components+=(registry nodens containerd kubelet kube-proxy loadbalancer traefik)
   fi
   return 0
 }
@@ -172,6 +172,7 @@ binary_of() {
     kubelet | kube-proxy) echo "$(node_bin kubernetes-node)/$1" ;;
     nodens) command -v sleep ;;
     loadbalancer) command -v bash ;;
+    traefik) echo "$(node_bin traefik)/traefik" ;;
     *) echo "$(k8s_bin)/$1" ;;
   esac
 }
@@ -331,7 +332,7 @@ install_gateway_api() {
   dir=$(cd "$cache" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -d "$dir/config/crd/standard" ] || die "cannot download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION from the Go module proxy"
-  for f in gatewayclasses gateways httproutes referencegrants grpcroutes; do
+  for f in gatewayclasses gateways httproutes referencegrants grpcroutes backendtlspolicies; do
     kubectl apply --server-side -f "$dir/config/crd/standard/gateway.networking.k8s.io_$f.yaml" >/dev/null
   done
   wait_for 60 "the Gateway API CRDs" kubectl wait --for=condition=Established crd/httproutes.gateway.networking.k8s.io --timeout=5s
@@ -486,7 +487,7 @@ cmd_up() {
   load_components
 
   local ports
-  read -r -a ports <<<"$(free_ports 13)"
+  read -r -a ports <<<"$(free_ports 14)"
   cat >"$state/ports.env" <<EOF
 APISERVER_HOST=$APISERVER_HOST
 REGISTRY_PORT=${ports[8]}
@@ -494,6 +495,7 @@ KUBELET_PORT=${ports[9]}
 KUBELET_HEALTHZ_PORT=${ports[10]}
 PROXY_HEALTHZ_PORT=${ports[11]}
 PROXY_METRICS_PORT=${ports[12]}
+TRAEFIK_PING_PORT=${ports[13]}
 ETCD_CLIENT_PORT=${ports[0]}
 ETCD_PEER_PORT=${ports[1]}
 ETCD_METRICS_PORT=${ports[2]}

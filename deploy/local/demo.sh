@@ -126,6 +126,19 @@ echo "$answer"
 [[ $answer == *"$entry"* ]] || { echo "the entry was not read back" >&2; exit 1; }
 echo "(entry written to the Redis leader, read back from a follower: answering $(ms_since "$start") after kubectl apply)"
 
+say "and through the Gateway: the frontend's HTTPRoute on the Gateway gateway-system/local (Traefik)"
+gateway_url=$(kubectl get appbundle frontend -n guestbook -o jsonpath='{.status.address.external[-1:]}')
+[ -n "$gateway_url" ] || { echo "the frontend has no URL through the Gateway in its status" >&2; exit 1; }
+answer=""
+for _ in $(seq 100); do
+  answer=$(curl -sf -m 2 "${gateway_url%/}/entries" || true)
+  [[ $answer == *"$entry"* ]] && break
+  sleep 0.2
+done
+echo "\$ curl ${gateway_url%/}/entries"
+echo "$answer"
+[[ $answer == *"$entry"* ]] || { echo "the entry was not read back through the Gateway" >&2; exit 1; }
+
 say "kubectl kubundle status: an AppBundle, its children and its pods (the kubectl plugin)"
 plugin_dir=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubundle/cargo-target}/release
 CARGO_TARGET_DIR=$(dirname "$plugin_dir") cargo build --locked --quiet --release --bin kubectl-kubundle
@@ -136,7 +149,7 @@ kubectl kubundle status frontend -n guestbook
 cat <<EOF
 
 Open the guestbook in a browser:
-  on this machine:  http://$ip/
+  on this machine:  http://$ip/ (the LoadBalancer) or $gateway_url (the Gateway)
   from elsewhere:   eval "\$($cluster env)"; kubectl port-forward -n guestbook service/frontend 8080:80
                     then http://localhost:8080/
 Try it:

@@ -19,6 +19,10 @@ NODE_NAME=kubundle-node
 NODE_IP=10.255.255.1
 # LoadBalancer addresses the stand-in hands out (one /32 each on the loopback interface).
 LB_POOL_PREFIX=10.255.254
+# The local Gateway's (and the Ingress controller's) address: Traefik listens on it, ports 80 and 443.
+GATEWAY_IP=10.255.253.1
+GATEWAY_NAMESPACE=gateway-system
+GATEWAY_NAME=local
 POD_CIDR=10.88.0.0/24
 CLUSTER_DNS_IP=10.96.0.10
 CNI_BRIDGE=kubundle-cni0
@@ -96,6 +100,8 @@ build_node() {
   build_component distribution "$DISTRIBUTION_VERSION" \
     "-X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION" \
     github.com/distribution/distribution/v3/cmd/registry
+  build_component traefik "$TRAEFIK_VERSION" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    github.com/traefik/traefik/v3/cmd/traefik
   flock -u 9
 }
 
@@ -126,6 +132,7 @@ node_bin() { # node_bin COMPONENT: the cache directory of a node component's bin
     coredns) bin_dir coredns "$COREDNS_VERSION" ;;
     ggcr) bin_dir ggcr "$GGCR_VERSION" ;;
     distribution) bin_dir distribution "$DISTRIBUTION_VERSION" ;;
+    traefik) bin_dir traefik "$TRAEFIK_VERSION" ;;
   esac
 }
 
@@ -362,6 +369,134 @@ node_start() {
   wait_for 60 "the real node $NODE_NAME to be Ready" node_ready
   start loadbalancer "$here/loadbalancer.sh" "$state" "$LB_POOL_PREFIX" "$(k8s_bin)/kubectl"
   coredns_manifests | kubectl apply -f - >/dev/null
+  gateway_start
+}
+
+# The Gateway API and Ingress controller: Traefik as a host process (it dials the pods' IPs on the
+# node's bridge), with its own ServiceAccount's token and least privilege, serving the GatewayClass
+# traefik, the Gateway $GATEWAY_NAMESPACE/$GATEWAY_NAME (address $GATEWAY_IP, listener http on
+# port 80 for routes of every namespace) and the IngressClass traefik (not the default class:
+# Ingresses without a class are left to the tests that play a controller).
+gateway_start() {
+  local n=$state/node/traefik api="https://$APISERVER_HOST:$APISERVER_PORT"
+  mkdir -p "$n"
+  ip addr add "$GATEWAY_IP/32" dev lo 2>/dev/null || ip addr show dev lo | grep -q " $GATEWAY_IP/32 " \
+    || die "cannot add $GATEWAY_IP to the loopback interface"
+  local gateway=() ingress=()
+  if [ "${KUBUNDLE_GATEWAY_API:-1}" != 0 ]; then
+    gateway=(--providers.kubernetesgateway=true --providers.kubernetesgateway.endpoint="$api"
+      --providers.kubernetesgateway.token="$n/token" --providers.kubernetesgateway.certauthfilepath="$state/pki/ca.crt"
+      --providers.kubernetesgateway.statusaddress.ip="$GATEWAY_IP")
+  fi
+  ingress=(--providers.kubernetesingress=true --providers.kubernetesingress.endpoint="$api"
+    --providers.kubernetesingress.token="$n/token" --providers.kubernetesingress.certauthfilepath="$state/pki/ca.crt"
+    --providers.kubernetesingress.ingressclass=traefik --providers.kubernetesingress.ingressendpoint.ip="$GATEWAY_IP")
+  { gateway_manifests; if [ ${#gateway[@]} -gt 0 ]; then gateway_api_manifests; fi; } \
+    | kubectl apply --server-side --force-conflicts -f - >/dev/null
+  wait_for 30 "the gateway controller's token" gateway_token "$n/token"
+  # websecure terminates TLS for every router on it (as Traefik's own Helm chart sets it up): an
+  # Ingress's spec.tls then serves HTTPS on 443 with its secret's certificate, HTTP stays on 80.
+  start traefik --global.checknewversion=false --global.sendanonymoususage=false --log.level=INFO \
+    --entrypoints.web.address="$GATEWAY_IP:80" \
+    --entrypoints.websecure.address="$GATEWAY_IP:443" --entrypoints.websecure.http.tls=true \
+    --entrypoints.traefik.address="127.0.0.1:$TRAEFIK_PING_PORT" --ping=true --ping.entrypoint=traefik \
+    "${gateway[@]}" "${ingress[@]}"
+  if [ ${#gateway[@]} -eq 0 ]; then
+    wait_for 60 "the ingress controller" curl -sf "http://127.0.0.1:$TRAEFIK_PING_PORT/ping"
+    return 0
+  fi
+  wait_for 60 "the Gateway $GATEWAY_NAMESPACE/$GATEWAY_NAME to be programmed" gateway_ready
+}
+
+gateway_token() { # gateway_token FILE: the ServiceAccount's token, once the token controller wrote it
+  local token
+  token=$(kubectl -n "$GATEWAY_NAMESPACE" get secret traefik-token -o jsonpath='{.data.token}' 2>/dev/null) || return 1
+  [ -n "$token" ] || return 1
+  base64 -d <<<"$token" >"$1.tmp" && chmod 600 "$1.tmp" && mv "$1.tmp" "$1"
+}
+
+gateway_ready() {
+  curl -sf "http://127.0.0.1:$TRAEFIK_PING_PORT/ping" >/dev/null || return 1
+  [ "$(kubectl -n "$GATEWAY_NAMESPACE" get gateway "$GATEWAY_NAME" \
+    -o jsonpath='{.status.conditions[?(@.type=="Programmed")].status}' 2>/dev/null)" = True ]
+}
+
+gateway_manifests() {
+  cat <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: $GATEWAY_NAMESPACE}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: traefik, namespace: $GATEWAY_NAMESPACE}
+---
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/service-account-token
+metadata:
+  name: traefik-token
+  namespace: $GATEWAY_NAMESPACE
+  annotations: {kubernetes.io/service-account.name: traefik}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "kubundle-local:traefik"}
+rules:
+- apiGroups: [""]
+  resources: [namespaces, nodes]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [services, secrets, configmaps]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses, ingressclasses]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses/status]
+  verbs: [update]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status]
+  verbs: [update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubundle-local:traefik"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "kubundle-local:traefik"}
+subjects: [{kind: ServiceAccount, name: traefik, namespace: $GATEWAY_NAMESPACE}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: traefik}
+spec: {controller: traefik.io/ingress-controller}
+EOF
+}
+
+gateway_api_manifests() {
+  cat <<EOF
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: traefik}
+spec: {controllerName: traefik.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: $GATEWAY_NAME, namespace: $GATEWAY_NAMESPACE}
+spec:
+  gatewayClassName: traefik
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: 80
+    allowedRoutes: {namespaces: {from: All}}
+EOF
 }
 
 node_ready() {
@@ -471,6 +606,7 @@ node_down() {
   local n run
   n=$(node_dir)
   run=$(node_run_dir)
+  stop_one traefik
   stop_one loadbalancer
   stop_one kubelet
   # The containers' processes, then the shims that watched them (containerd does not stop them).
@@ -485,6 +621,7 @@ node_down() {
   node_clean_iptables
   ip link del "$CNI_BRIDGE" 2>/dev/null || true
   ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
+  ip addr del "$GATEWAY_IP/32" dev lo 2>/dev/null || true
   local a
   for a in $(ip -4 -o addr show dev lo | awk '{print $4}' | grep "^$LB_POOL_PREFIX\." || true); do
     ip addr del "$a" dev lo 2>/dev/null || true

@@ -28,6 +28,7 @@ mod pipeline;
 pub mod pods;
 pub mod relist;
 mod report;
+mod routing;
 pub mod status;
 pub mod watches;
 
@@ -116,6 +117,8 @@ pub struct Context {
     pub crd_skew: crd_skew::CrdSkew,
     /// Asks a child kind's watch to list again when its cache was found behind (see [`relist`]).
     pub relists: relist::Relists,
+    /// Old routing children draining while their replacement takes over (see [`routing`]).
+    handovers: routing::Handovers,
 }
 
 impl Context {
@@ -129,6 +132,7 @@ impl Context {
             cache: ChildCache::default(),
             pacer: report::StatusPacer::default(),
             own_writes: report::OwnWrites::default(),
+            handovers: routing::Handovers::default(),
             config: ConfigTracker::new(settings.follow_secrets),
             namespaces: namespaces::Namespaces::default(),
             crd_skew: crd_skew::CrdSkew::default(),

@@ -17,7 +17,7 @@ use super::children::{self, Change, Child, Stale, Writing, is_definite_refusal};
 use super::report::{publish, write_status};
 use super::status::{self, Blocker, Observed};
 use super::{CachedBundle, Context};
-use super::{handover, history, pods};
+use super::{handover, history, pods, routing};
 use crate::api::{AppBundle, READY, STALLED, TRUE, find_condition, reason};
 use crate::error::Result;
 use crate::events::EventType;
@@ -211,6 +211,9 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         .and_then(|d| render::config::digest_of(&d).map(str::to_string));
 
     let mut changes: Vec<(&'static str, Change)> = Vec::new();
+    // Stale routing children kept until their replacement routes.
+    let mut held: Vec<ChildKind> = Vec::new();
+    let mut drain_recheck: Option<Duration> = None;
     if blocker.is_none() {
         let needed = set
             .iter()
@@ -307,11 +310,41 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             let all_ok =
                 results.iter().all(Result::is_ok) && set.iter().all(|c| c.blocker().is_none());
             if all_ok {
-                pruned = futures::future::join_all(
-                    stale
-                        .iter()
-                        .map(|st| children::prune(&ctx.client, &ns, st, &ctx.metrics, &ctx.cache)),
-                )
+                // The old way in stays until the new one routes (routing.rs).
+                let route = set
+                    .iter()
+                    .find(|c| c.kind == ChildKind::HttpRoute)
+                    .and_then(Child::live);
+                let ingress: Option<Ingress> = set
+                    .iter()
+                    .find(|c| c.kind == ChildKind::Ingress)
+                    .and_then(Child::live_as);
+                let ns = &ns;
+                let at = std::time::Instant::now();
+                pruned = futures::future::join_all(stale.iter().map(|st| {
+                    let verdict =
+                        routing::replacement_ready(st.kind, &bundle, route, ingress.as_ref())
+                            .map(|ready| ctx.handovers.verdict(&uid, ready, at));
+                    match verdict {
+                        Some(routing::Verdict::Hold) => held.push(st.kind),
+                        Some(routing::Verdict::Drain(left)) => {
+                            let after = left + Duration::from_millis(100);
+                            drain_recheck = Some(drain_recheck.map_or(after, |d| d.min(after)));
+                        }
+                        _ => {}
+                    }
+                    let keep = matches!(
+                        verdict,
+                        Some(routing::Verdict::Hold | routing::Verdict::Drain(_))
+                    );
+                    async move {
+                        if keep {
+                            Ok(Change::None)
+                        } else {
+                            children::prune(&ctx.client, ns, st, &ctx.metrics, &ctx.cache).await
+                        }
+                    }
+                }))
                 .await;
             }
         }
@@ -388,11 +421,16 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         pods::Progress::Stuck if blocker.is_none() => read_pod_problem(ctx, &ns, &name).await,
         _ => None,
     };
+    let gateway = match route {
+        Some(_) => read_gateway(ctx, &bundle).await,
+        None => None,
+    };
     let observed = Observed {
         deployment: deployment.as_ref(),
         service: service.as_ref(),
         autoscaler: autoscaler.as_ref(),
         route,
+        gateway: gateway.as_ref(),
         ingress: ingress.as_ref(),
         pods: problem.as_ref(),
         missing_config: &config.missing,
@@ -445,6 +483,9 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
                 history_retry = Some(HISTORY_RETRY);
             }
         }
+    }
+    for kind in &held {
+        status::note_on_ready(&mut status, &routing::held_note(*kind, &name));
     }
     // An Ingress waiting for an address from a class that does not exist waits for good: said.
     let mut class_recheck = None;
@@ -531,6 +572,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
             .chain(held_back)
             .chain(history_retry)
             .chain(class_recheck)
+            .chain(drain_recheck)
             .chain(settle_again)
             .min()
         {
@@ -579,6 +621,33 @@ async fn deployment_cache_behind(ctx: &Context, ns: &str, name: &str) -> bool {
         ctx.relists.request(kind.plural());
     }
     behind
+}
+
+/// The Gateway the HTTPRoute attaches to (for the URL's host, scheme and port, and to say when
+/// it does not exist). A read kubundle may not make says nothing.
+async fn read_gateway(ctx: &Context, bundle: &AppBundle) -> Option<status::http::GatewayLook> {
+    let gateway = bundle.spec.http.as_ref()?.gateway.as_ref()?;
+    let ns = gateway
+        .namespace
+        .clone()
+        .or_else(|| bundle.namespace())
+        .unwrap_or_default();
+    let resource = kube::api::ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        plural: "gateways".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &resource);
+    match api.get_opt(&gateway.name).await {
+        Ok(Some(found)) => Some(status::http::GatewayLook::Found(Box::new(found))),
+        Ok(None) => Some(status::http::GatewayLook::Missing),
+        Err(e) => {
+            debug!(error = %e, "cannot read the Gateway");
+            None
+        }
+    }
 }
 
 /// While Ready waits for the Ingress's address: the named IngressClass, when it does not exist

@@ -56,6 +56,8 @@ pub struct Observed<'a> {
     pub autoscaler: Option<&'a HorizontalPodAutoscaler>,
     /// The HTTPRoute, with `spec.http.gateway`.
     pub route: Option<&'a DynamicObject>,
+    /// The Gateway it attaches to, when kubundle read it.
+    pub gateway: Option<&'a http::GatewayLook>,
     /// The Ingress, with `spec.http.ingress`.
     pub ingress: Option<&'a Ingress>,
     /// Why the newest pods do not become ready, when the rollout stopped making progress and
@@ -535,7 +537,8 @@ pub fn compute(
             Rollout::Complete => {
                 status.image = Some(bundle.spec.image.clone());
                 let external = external_addresses(svc);
-                let routing = http::readiness(bundle, observed.route, observed.ingress);
+                let routing =
+                    http::readiness(bundle, observed.route, observed.gateway, observed.ingress);
                 if let (Some(Ok(Some(url))), Some(address)) = (&routing, status.address.as_mut()) {
                     address.external.push(url.clone());
                 }
@@ -632,7 +635,7 @@ fn missing_message(missing: &[ConfigRef]) -> String {
     )
 }
 
-mod http;
+pub mod http;
 
 #[cfg(test)]
 mod tests;

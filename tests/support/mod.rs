@@ -221,13 +221,34 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
 /// One HTTP/1.1 request on a new connection (`body` sent as text when not empty): the status code
 /// and the body, or why nothing usable answered.
 pub async fn http_request(method: &str, url: &str, body: &str) -> Result<(u16, String), String> {
+    http_request_via(method, url, body, None).await
+}
+
+/// GET `url` on a connection to `address` (host:port) instead of the URL's host, which is still
+/// the Host header: what `curl --resolve` does, for a hostname that no DNS knows.
+pub async fn http_get_via(url: &str, address: &str) -> Result<(u16, String), String> {
+    http_request_via("GET", url, "", Some(address)).await
+}
+
+async fn http_request_via(
+    method: &str,
+    url: &str,
+    body: &str,
+    address: Option<&str>,
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
     let (host, path) = rest
         .split_once('/')
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
-    let mut stream = tokio::net::TcpStream::connect(host)
+    // The URL's host and port, port 80 when it names none.
+    let target = match address {
+        Some(a) => a.to_string(),
+        None if host.contains(':') => host.to_string(),
+        None => format!("{host}:80"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(&target)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let request = format!(

@@ -109,7 +109,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Cluster-scoped reads (get only). Namespaces: whether one is being deleted, asked only when a
 ConfigMap or Secret the pods need went missing (the namespace controller deletes them with
 everything else): then nothing is written or reported. IngressClasses: whether the class an
-Ingress names exists, asked only while it waits for an address. */}}
+Ingress names exists, asked only while it waits for an address. Gateways (in any namespace: a shared
+Gateway usually lives in its own): the address, scheme and port of the route's URL, and whether
+the Gateway exists, read when an AppBundle with an HTTPRoute is reconciled. */}}
 {{- define "kubundle.clusterScopedRules" -}}
 - apiGroups: [""]
   resources: [namespaces]
@@ -119,5 +121,8 @@ Ingress names exists, asked only while it waits for an address. */}}
   verbs: [get]
 - apiGroups: [networking.k8s.io]
   resources: [ingressclasses]
+  verbs: [get]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways]
   verbs: [get]
 {{- end }}

@@ -18,6 +18,7 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 go_directive=$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1.0/')
 
 # write_module DIR MODULE_PATH REQUIRE_LINES REPLACE_LINES CMD_PACKAGES...
+# (EXCLUDE_LINES, when set, become an exclude block.)
 write_module() {
   local dir=$1 path=$2 requires=$3 replaces=$4
   shift 4
@@ -33,6 +34,11 @@ write_module() {
     if [ -n "$replaces" ]; then
       echo
       echo "replace ($replaces"
+      echo ")"
+    fi
+    if [ -n "${EXCLUDE_LINES:-}" ]; then
+      echo
+      echo "exclude ($EXCLUDE_LINES"
       echo ")"
     fi
   } >"$dir/go.mod"
@@ -113,3 +119,14 @@ write_module "$here/kwok" kubundle.dev/local-tools/kwok \
 helm_major=${HELM_VERSION%%.*}
 write_module "$here/helm" kubundle.dev/local-tools/helm \
   $'\n'"	helm.sh/helm/$helm_major $HELM_VERSION" "" "helm.sh/helm/$helm_major/cmd/helm"
+
+# Traefik: the local cluster's Gateway API and Ingress controller. `go install` refuses its module
+# (its go.mod has replace directives), so the wrapper repeats them; one tencentcloud SDK version it
+# lists does not resolve through the proxy.
+EXCLUDE_LINES=$'\n'"	github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible" \
+write_module "$here/traefik" kubundle.dev/local-tools/traefik \
+  $'\n'"	github.com/traefik/traefik/v3 $TRAEFIK_VERSION" \
+  $'\n'"	github.com/abbot/go-http-auth => github.com/containous/go-http-auth v0.4.1-0.20200324110947-a37a7636d23e"\
+$'\n'"	github.com/gorilla/mux => github.com/containous/mux v0.0.0-20250523120546-41b6ec3aed59"\
+$'\n'"	github.com/mailgun/minheap => github.com/containous/minheap v0.0.0-20190809180810-6e71eb837595" \
+  github.com/traefik/traefik/v3/cmd/traefik

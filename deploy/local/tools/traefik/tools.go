@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools names the commands this wrapper module builds; it is never compiled.
+package tools
+
+import (
+	_ "github.com/traefik/traefik/v3/cmd/traefik"
+)
