@@ -178,7 +178,8 @@ mod install {
                 "{secrets}"
             );
         }
-        // The monitoring objects need the Prometheus Operator's CRDs, which this cluster lacks: lint and render them.
+        // The monitoring objects: linted and rendered here; the real CRDs validate them, and a real
+        // Prometheus scrapes and evaluates them, in tests/real_metrics.rs.
         let monitoring = [
             "--set",
             "serviceMonitor.enabled=true",

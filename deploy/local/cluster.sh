@@ -59,12 +59,14 @@ die() { log "error: $*"; exit 1; }
 
 # shellcheck source=node.sh
 source "$here/node.sh"
+# shellcheck source=monitoring.sh
+source "$here/monitoring.sh"
 
 # load_components: the control plane, and the real node's processes when this cluster has one.
 load_components() {
   components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
   if [ -f "$state/node.env" ]; then
-    components+=(registry nodens containerd kubelet kube-proxy loadbalancer traefik)
+    components+=(registry nodens containerd kubelet kube-proxy loadbalancer traefik metrics-server prometheus)
   fi
   return 0
 }
@@ -173,6 +175,8 @@ binary_of() {
     nodens) command -v sleep ;;
     loadbalancer) command -v bash ;;
     traefik) echo "$(node_bin traefik)/traefik" ;;
+    metrics-server) echo "$(node_bin metrics-server)/metrics-server" ;;
+    prometheus) echo "$(node_bin prometheus)/prometheus" ;;
     *) echo "$(k8s_bin)/$1" ;;
   esac
 }
@@ -487,7 +491,7 @@ cmd_up() {
   load_components
 
   local ports
-  read -r -a ports <<<"$(free_ports 14)"
+  read -r -a ports <<<"$(free_ports 16)"
   cat >"$state/ports.env" <<EOF
 APISERVER_HOST=$APISERVER_HOST
 REGISTRY_PORT=${ports[8]}
@@ -496,6 +500,8 @@ KUBELET_HEALTHZ_PORT=${ports[10]}
 PROXY_HEALTHZ_PORT=${ports[11]}
 PROXY_METRICS_PORT=${ports[12]}
 TRAEFIK_PING_PORT=${ports[13]}
+METRICS_SERVER_PORT=${ports[14]}
+PROMETHEUS_PORT=${ports[15]}
 ETCD_CLIENT_PORT=${ports[0]}
 ETCD_PEER_PORT=${ports[1]}
 ETCD_METRICS_PORT=${ports[2]}
@@ -516,8 +522,10 @@ EOF
   local node_flags=(--endpoint-reconciler-type=none)
   if [ "$real_node" = 1 ]; then
     node_pki
+    monitoring_pki
     node_config
-    node_flags=(--endpoint-reconciler-type=lease
+    # shellcheck disable=SC2207
+    node_flags=($(monitoring_apiserver_flags) --endpoint-reconciler-type=lease
       --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt"
       --kubelet-client-key="$pki/apiserver-kubelet-client.key"
       --kubelet-certificate-authority="$pki/ca.crt"
@@ -554,6 +562,9 @@ EOF
   # controller marks pods NotReady after missed heartbeats (the fault tests stop the API server for
   # 60 s, and kwok cannot renew its leases meanwhile) they would stay NotReady for good, where a
   # real kubelet would report them Ready again.
+  # Autoscalers: synced every 5 s (default 15 s) and scaled down after 30 s without a higher
+  # recommendation (default 5 min), so a test sees the scale-down a load's end allows; production
+  # clusters keep the defaults.
   start kube-controller-manager --kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
     --authorization-kubeconfig="$state/kubeconfigs/controller-manager.kubeconfig" \
@@ -561,7 +572,8 @@ EOF
     --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
     --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
-    --kube-api-qps=200 --kube-api-burst=400 --profiling=false --node-monitor-grace-period=2m
+    --kube-api-qps=200 --kube-api-burst=400 --profiling=false --node-monitor-grace-period=2m \
+    --horizontal-pod-autoscaler-sync-period=5s --horizontal-pod-autoscaler-downscale-stabilization=30s
   start kube-scheduler --kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
     --authentication-kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
     --authorization-kubeconfig="$state/kubeconfigs/scheduler.kubeconfig" \
@@ -578,6 +590,7 @@ EOF
   wait_for 120 "$nodes kwok nodes to be Ready" nodes_ready
   wait_for 120 "the default ServiceAccount in namespace default" kubectl get serviceaccount default -n default
   install_gateway_api
+  install_monitoring_crds
 
   local real=""
   if [ "$real_node" = 1 ]; then
@@ -594,7 +607,13 @@ EOF
 cmd_env() {
   [ -f "$state/kubeconfig" ] || die "no cluster at $state; run: $0 up"
   echo "export KUBECONFIG='$state/kubeconfig'"
-  echo "export PATH='$(k8s_bin):$(bin_dir helm "$HELM_VERSION"):'\"\$PATH\""
+  local extra=""
+  # With the real node: promtool (and prometheus), and where the local Prometheus answers.
+  if [ -f "$state/node.env" ]; then
+    extra="$(node_bin prometheus):"
+    [ -f "$(prometheus_dir)/env" ] && echo "export $(cat "$(prometheus_dir)/env")"
+  fi
+  echo "export PATH='$(k8s_bin):$(bin_dir helm "$HELM_VERSION"):$extra'\"\$PATH\""
 }
 
 cmd_status() {
@@ -675,7 +694,7 @@ case ${1:-} in
   restart) shift; cmd_restart "$@" ;;
   build-node)
     build_node
-    for comp in kubernetes-node runc containerd cni-plugins coredns ggcr distribution; do
+    for comp in kubernetes-node runc containerd cni-plugins coredns ggcr distribution traefik metrics-server prometheus; do
       echo "$comp: $(node_bin "$comp")"
     done
     ;;

@@ -160,6 +160,7 @@ Try it:
   kubectl kubundle rollback frontend -n guestbook      # back to v1: recorded as revision 3
   kubectl patch appbundle frontend -n guestbook --type=merge -p '{"spec":{"image":"registry.kubundle.local/nope:1"}}'
   kubectl get appbundle frontend -n guestbook          # Ready=False ImagePullBackOff, Stalled
+  kubectl top pods -n guestbook                        # the pods' CPU and memory (metrics-server)
   kubectl logs -n kubundle-system deployment/kubundle  # the operator's JSON logs
   kubectl exec -n guestbook deployment/redis-leader -- redis-cli lrange guestbook 0 -1
   kubectl delete pod -n kubundle-system \$(kubectl get lease kubundle -n kubundle-system -o jsonpath='{.spec.holderIdentity}')

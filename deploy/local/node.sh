@@ -102,6 +102,14 @@ build_node() {
     github.com/distribution/distribution/v3/cmd/registry
   build_component traefik "$TRAEFIK_VERSION" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
     github.com/traefik/traefik/v3/cmd/traefik
+  build_component metrics-server "$METRICS_SERVER_VERSION" \
+    "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+    sigs.k8s.io/metrics-server/cmd/metrics-server
+  # Without the builtinassets tag: the web UI's compiled assets are not in the module (they are built
+  # with npm); the HTTP API, which is what the tests use, does not need them.
+  build_component prometheus "$PROMETHEUS_VERSION" \
+    "-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.} -X github.com/prometheus/common/version.Branch=HEAD" \
+    github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
   flock -u 9
 }
 
@@ -133,6 +141,8 @@ node_bin() { # node_bin COMPONENT: the cache directory of a node component's bin
     ggcr) bin_dir ggcr "$GGCR_VERSION" ;;
     distribution) bin_dir distribution "$DISTRIBUTION_VERSION" ;;
     traefik) bin_dir traefik "$TRAEFIK_VERSION" ;;
+    metrics-server) bin_dir metrics-server "$METRICS_SERVER_VERSION" ;;
+    prometheus) bin_dir prometheus "$PROMETHEUS_VERSION" ;;
   esac
 }
 
@@ -370,6 +380,8 @@ node_start() {
   start loadbalancer "$here/loadbalancer.sh" "$state" "$LB_POOL_PREFIX" "$(k8s_bin)/kubectl"
   coredns_manifests | kubectl apply -f - >/dev/null
   gateway_start
+  metrics_server_start
+  prometheus_start
 }
 
 # The Gateway API and Ingress controller: Traefik as a host process (it dials the pods' IPs on the
@@ -606,6 +618,8 @@ node_down() {
   local n run
   n=$(node_dir)
   run=$(node_run_dir)
+  stop_one prometheus
+  stop_one metrics-server
   stop_one traefik
   stop_one loadbalancer
   stop_one kubelet

@@ -448,6 +448,16 @@ pub struct AutoscalingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
 
+    /// The pods' average CPU use, in percent of their CPU request, as the autoscaler last measured
+    /// it (absent until it has a measurement, or without a CPU target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_utilization: Option<i32>,
+
+    /// The pods' average memory use, in percent of their memory request, as the autoscaler last
+    /// measured it (absent until it has a measurement, or without a memory target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_utilization: Option<i32>,
+
     /// Why the autoscaler cannot scale, when it cannot (metrics missing, say): its own message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

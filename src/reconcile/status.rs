@@ -269,9 +269,20 @@ fn autoscaling_status(hpa: &HorizontalPodAutoscaler) -> AutoscalingStatus {
                 c.message.clone().unwrap_or_default()
             )
         });
+    let utilization = |resource: &str| {
+        status
+            .current_metrics
+            .iter()
+            .flatten()
+            .filter_map(|m| m.resource.as_ref())
+            .find(|r| r.name == resource)
+            .and_then(|r| r.current.average_utilization)
+    };
     AutoscalingStatus {
         current_replicas: status.current_replicas,
         desired_replicas: Some(status.desired_replicas),
+        cpu_utilization: utilization("cpu"),
+        memory_utilization: utilization("memory"),
         message,
     }
 }

@@ -4,6 +4,9 @@
 //! so: an end-to-end test never passes by skipping itself.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod prometheus;
+pub mod real;
+
 use std::borrow::BorrowMut;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -273,7 +276,34 @@ async fn http_request_via(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    if chunked {
+        return Ok((status, dechunk(body)?));
+    }
     Ok((status, body.to_string()))
+}
+
+/// The body of a chunked HTTP/1.1 response (what Go servers send for larger answers).
+fn dechunk(mut rest: &str) -> Result<String, String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest
+            .split_once("\r\n")
+            .ok_or("a chunk without its size line")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+            .map_err(|e| format!("chunk size {size:?}: {e}"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = after.get(..size).ok_or("a chunk cut short")?;
+        out.push_str(chunk);
+        rest = after[size..]
+            .strip_prefix("\r\n")
+            .ok_or("a chunk without its end")?;
+    }
 }
 
 /// The (first and only) container of a Deployment kubundle rendered.

@@ -130,3 +130,10 @@ write_module "$here/traefik" kubundle.dev/local-tools/traefik \
 $'\n'"	github.com/gorilla/mux => github.com/containous/mux v0.0.0-20250523120546-41b6ec3aed59"\
 $'\n'"	github.com/mailgun/minheap => github.com/containous/minheap v0.0.0-20190809180810-6e71eb837595" \
   github.com/traefik/traefik/v3/cmd/traefik
+
+write_module "$here/metrics-server" kubundle.dev/local-tools/metrics-server \
+  $'\n'"	sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION" "" sigs.k8s.io/metrics-server/cmd/metrics-server
+
+write_module "$here/prometheus" kubundle.dev/local-tools/prometheus \
+  $'\n'"	github.com/prometheus/prometheus $PROMETHEUS_VERSION" "" \
+  github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool

@@ -802,3 +802,50 @@ fn an_autoscalers_scale_keeps_ready_and_is_written_once_when_done() {
     );
     assert_eq!(cond(&observe(&b, &rolling), READY).0, FALSE);
 }
+
+#[test]
+fn the_autoscalers_measured_utilization_and_its_reason_not_to_scale_are_reported() {
+    let mut b = bundle(2, "ClusterIP");
+    b.spec.replicas = None;
+    b.spec.autoscaling = Some(
+        serde_json::from_value(
+            json!({"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 50}),
+        )
+        .unwrap(),
+    );
+    let svc = service(None);
+    let d = rolled_out(2);
+    let hpa = |status: serde_json::Value| -> HorizontalPodAutoscaler {
+        serde_json::from_value(json!({"metadata": {"name": "frontend"}, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "frontend"},
+            "maxReplicas": 4}, "status": status}))
+        .unwrap()
+    };
+    let report = |h: &HorizontalPodAutoscaler| {
+        let observed = Observed {
+            deployment: Some(&d),
+            service: Some(&svc),
+            autoscaler: Some(h),
+            ..Observed::default()
+        };
+        compute(&b, &observed, None, "cluster.local", &now())
+            .autoscaling
+            .unwrap()
+    };
+    let measured = report(&hpa(json!({"currentReplicas": 2, "desiredReplicas": 3,
+        "currentMetrics": [
+            {"type": "Resource", "resource": {"name": "memory", "current": {"averageUtilization": 31, "averageValue": "20Mi"}}},
+            {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 182, "averageValue": "91m"}}}]})));
+    assert_eq!(measured.cpu_utilization, Some(182));
+    assert_eq!(measured.memory_utilization, Some(31));
+    assert_eq!(measured.desired_replicas, Some(3));
+    assert_eq!(measured.message, None);
+    let blind = report(&hpa(json!({"currentReplicas": 2, "desiredReplicas": 2,
+        "conditions": [{"type": "ScalingActive", "status": "False", "reason": "FailedGetResourceMetric",
+                        "message": "the HPA was unable to compute the replica count"}]})));
+    assert_eq!(blind.cpu_utilization, None);
+    assert_eq!(
+        blind.message.as_deref(),
+        Some("FailedGetResourceMetric: the HPA was unable to compute the replica count")
+    );
+}

@@ -1,0 +1,605 @@
+//! On the local cluster's real node, with its metrics pipeline and Prometheus
+//! (deploy/local/monitoring.sh): autoscaling driven by the pods' real CPU use through
+//! metrics-server, `kubectl autoscale appbundle`, the chart's ServiceMonitor and PrometheusRule
+//! validated by the Prometheus Operator's CRDs, scraped and evaluated by a real Prometheus, and
+//! the chart's alerts unit-tested with promtool.
+//!
+//! tests/run.sh runs these after tests/real_node.rs, one at a time, with the in-cluster operator
+//! (installed by the first of them) reconciling.
+
+mod support;
+
+mod real_node_metrics {
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::{Api, Client};
+    use kubundle::api::AppBundle;
+    use serde_json::Value;
+
+    use crate::support::prometheus;
+    use crate::support::real::*;
+    use crate::support::*;
+
+    // ------------------------------------------------------------------ load
+
+    /// Clients that keep Redis busy: each connection sends PINGs in batches of 100 and reads the
+    /// answers, and reconnects every 2 s so that new pods behind the Service get their share.
+    struct Load {
+        stop: Arc<AtomicBool>,
+        done: Arc<AtomicU64>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Load {
+        fn start(address: &str, connections: usize) -> Load {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicU64::new(0));
+            let batch = "PING\r\n".repeat(100);
+            let tasks = (0..connections)
+                .map(|_| {
+                    let (stop, done, address, batch) = (
+                        stop.clone(),
+                        done.clone(),
+                        address.to_string(),
+                        batch.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 700];
+                        while !stop.load(Ordering::Relaxed) {
+                            let Ok(mut conn) = tokio::net::TcpStream::connect(&address).await
+                            else {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            };
+                            let since = Instant::now();
+                            while !stop.load(Ordering::Relaxed)
+                                && since.elapsed() < Duration::from_secs(2)
+                            {
+                                // 100 answers of "+PONG\r\n" are 700 bytes.
+                                if conn.write_all(batch.as_bytes()).await.is_err()
+                                    || conn.read_exact(&mut buf).await.is_err()
+                                {
+                                    break;
+                                }
+                                done.fetch_add(100, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            Load { stop, done, tasks }
+        }
+
+        /// Stops the clients; the requests they completed.
+        async fn stop(self) -> u64 {
+            self.stop.store(true, Ordering::Relaxed);
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            self.done.load(Ordering::Relaxed)
+        }
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    /// The sum of the series of `text` whose name and labels start with `prefix`.
+    fn sum_series(text: &str, prefix: &str, also: &[&str]) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && also.iter().all(|a| l.contains(a)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Deployment writes so far: the in-cluster operator's own count (both replicas, scraped on
+    /// their pods), and the API server's count of writes to Deployments themselves (not their
+    /// status, which the Deployment controller writes, nor their scale, which the autoscaler
+    /// writes), from anyone.
+    async fn deployment_writes(client: &Client) -> (f64, f64) {
+        let mut kubundle = 0.0;
+        for p in operator_pods(client).await {
+            let ip = p
+                .status
+                .and_then(|s| s.pod_ip)
+                .expect("an operator pod's IP");
+            let port = p.spec.unwrap().containers[0]
+                .ports
+                .iter()
+                .flatten()
+                .find(|cp| cp.name.as_deref() == Some("metrics"))
+                .map(|cp| cp.container_port)
+                .expect("the operator's metrics port");
+            let text = scrape(&format!("http://{ip}:{port}/metrics")).await;
+            kubundle += sum_series(&text, "kubundle_api_writes_total{kind=\"Deployment\"", &[]);
+        }
+        let text = run_ok(kubectl(&["get", "--raw", "/metrics"]));
+        let apiserver = ["APPLY", "PATCH", "UPDATE", "POST", "DELETE"]
+            .iter()
+            .map(|verb| {
+                sum_series(
+                    &text,
+                    "apiserver_request_total{",
+                    &[
+                        "resource=\"deployments\"",
+                        "subresource=\"\"",
+                        &format!("verb=\"{verb}\""),
+                    ],
+                )
+            })
+            .sum();
+        (kubundle, apiserver)
+    }
+
+    fn autoscaling(b: &AppBundle) -> Value {
+        serde_json::to_value(b.status.as_ref().and_then(|s| s.autoscaling.as_ref())).unwrap()
+    }
+
+    async fn deployment_replicas(client: &Client, ns: &str, name: &str) -> i32 {
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    }
+
+    /// The Redis Service's ClusterIP and port (kube-proxy routes it on this machine).
+    async fn redis_address(client: &Client, ns: &str, name: &str) -> String {
+        let url = service_url(client, ns, name, false).await;
+        url.trim_start_matches("http://").to_string()
+    }
+
+    /// Redis with a small CPU request (so that a few thousand PINGs a second are well above it)
+    /// and a limit that keeps the machine usable.
+    fn redis_bundle(name: &str, scaling: &str) -> String {
+        bundle(
+            name,
+            &image_env("REDIS_IMAGE"),
+            6379,
+            &format!(
+                "  resources: {{requests: {{cpu: 20m, memory: 32Mi}}, limits: {{cpu: 200m, memory: 64Mi}}}}\n{scaling}"
+            ),
+        )
+    }
+
+    /// CPU load on an autoscaled AppBundle's pods scales it above minReplicas through the real
+    /// metrics pipeline, and back down once the load stops; status.autoscaling shows the measured
+    /// utilisation; kubundle writes nothing to the Deployment meanwhile (its own counter and the
+    /// API server's agree), and the AppBundle stays Ready through both scales.
+    #[tokio::test]
+    async fn cpu_load_scales_an_autoscaled_bundle_up_and_down_through_metrics_server() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "autoscale").await;
+        let api = bundles(&client, &ns);
+        apply_yaml(
+            &ns,
+            &redis_bundle(
+                "cache",
+                "  autoscaling: {minReplicas: 1, maxReplicas: 3, targetCPUUtilizationPercentage: 50}\n",
+            ),
+        );
+        wait_bundle(&api, "cache", Duration::from_secs(90), "Ready", is_ready).await;
+        // The autoscaler's first measurement (metrics-server scrapes every 10 s).
+        let t0 = Instant::now();
+        let idle = wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(90),
+            "a measured CPU utilization in status.autoscaling",
+            |b| autoscaling(b)["cpuUtilization"].is_i64(),
+        )
+        .await;
+        eprintln!(
+            "first measurement {:?} after Ready: {}",
+            t0.elapsed(),
+            autoscaling(&idle)
+        );
+        let writes_before = deployment_writes(&client).await;
+
+        let t_load = Instant::now();
+        let load = Load::start(&redis_address(&client, &ns, "cache").await, 6);
+        let busy = eventually(
+            Duration::from_secs(120),
+            "the autoscaler to scale above minReplicas under load",
+            || async {
+                let replicas = deployment_replicas(&client, &ns, "cache").await;
+                let b = api.get("cache").await.map_err(|e| e.to_string())?;
+                if replicas > 1 {
+                    Ok((replicas, b))
+                } else {
+                    Err(format!(
+                        "{replicas} replicas; status.autoscaling {}",
+                        autoscaling(&b)
+                    ))
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "under load: {} replicas after {:?}; status.autoscaling {}",
+            busy.0,
+            t_load.elapsed(),
+            autoscaling(&busy.1)
+        );
+        // The utilization that made it scale, measured, as the AppBundle reports it.
+        let measured = wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(60),
+            "status.autoscaling to show the load (cpuUtilization above the 50 % target)",
+            |b| {
+                autoscaling(b)["cpuUtilization"]
+                    .as_i64()
+                    .is_some_and(|u| u > 50)
+            },
+        )
+        .await;
+        let scaled = wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(120),
+            "Ready with more than one pod",
+            |b| is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) > Some(1),
+        )
+        .await;
+        let pings = load.stop().await;
+        let t_idle = Instant::now();
+        eprintln!(
+            "load stopped after {:?} ({pings} PINGs answered); status.autoscaling {}, replicaSummary {:?}",
+            t_load.elapsed(),
+            autoscaling(&measured),
+            scaled.status.as_ref().unwrap().replica_summary
+        );
+        let down = wait_bundle(
+            &api,
+            "cache",
+            Duration::from_secs(180),
+            "the autoscaler to scale back to minReplicas once the load stopped",
+            |b| {
+                is_ready(b)
+                    && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
+                    && autoscaling(b)["cpuUtilization"]
+                        .as_i64()
+                        .is_some_and(|u| u < 50)
+            },
+        )
+        .await;
+        eprintln!(
+            "back to 1 pod {:?} after the load stopped; status.autoscaling {}",
+            t_idle.elapsed(),
+            autoscaling(&down)
+        );
+        assert_eq!(deployment_replicas(&client, &ns, "cache").await, 1);
+        let writes_after = deployment_writes(&client).await;
+        assert_eq!(
+            writes_after, writes_before,
+            "Deployment writes (kubundle's count, the API server's) from before the load to after the scale-down"
+        );
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// `kubectl autoscale appbundle NAME` makes an HPA on the AppBundle's scale subresource: the
+    /// autoscaler sets spec.replicas and kubundle scales the Deployment to it, up under load and
+    /// down after. On an AppBundle with spec.autoscaling, kubectl's HPA would take the name of
+    /// kubundle's own: it is refused, and kubundle's autoscaler stays as it was.
+    #[tokio::test]
+    async fn kubectl_autoscale_scales_an_appbundle_through_its_scale_subresource() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "kubectl-autoscale").await;
+        let api = bundles(&client, &ns);
+        apply_yaml(&ns, &redis_bundle("queue", "  replicas: 1\n"));
+        apply_yaml(
+            &ns,
+            &redis_bundle("cache", "  autoscaling: {minReplicas: 1, maxReplicas: 2}\n"),
+        );
+        wait_bundle(&api, "queue", Duration::from_secs(90), "Ready", is_ready).await;
+        wait_bundle(&api, "cache", Duration::from_secs(90), "Ready", is_ready).await;
+
+        let refused = run(kubectl(&[
+            "autoscale",
+            "appbundle",
+            "cache",
+            "-n",
+            &ns,
+            "--min=1",
+            "--max=3",
+            "--cpu=50%",
+        ]));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("already exists"),
+            "kubectl autoscale of an AppBundle with spec.autoscaling: {stderr}"
+        );
+
+        let out = run_ok(kubectl(&[
+            "autoscale",
+            "appbundle",
+            "queue",
+            "-n",
+            &ns,
+            "--min=1",
+            "--max=3",
+            "--cpu=50%",
+        ]));
+        assert!(out.contains("autoscaled"), "{out}");
+        let t_load = Instant::now();
+        let load = Load::start(&redis_address(&client, &ns, "queue").await, 6);
+        let up = wait_bundle(
+            &api,
+            "queue",
+            Duration::from_secs(150),
+            "the autoscaler to raise spec.replicas, and the pods to be Ready",
+            |b| b.spec.replicas > Some(1) && is_ready(b),
+        )
+        .await;
+        eprintln!(
+            "spec.replicas {:?} and Ready after {:?} of load",
+            up.spec.replicas,
+            t_load.elapsed()
+        );
+        assert_eq!(
+            deployment_replicas(&client, &ns, "queue").await,
+            up.spec.replicas.unwrap()
+        );
+        load.stop().await;
+        let t_idle = Instant::now();
+        wait_bundle(
+            &api,
+            "queue",
+            Duration::from_secs(180),
+            "spec.replicas back to 1 after the load, Ready",
+            |b| b.spec.replicas == Some(1) && is_ready(b),
+        )
+        .await;
+        eprintln!("spec.replicas back to 1 after {:?}", t_idle.elapsed());
+        assert_eq!(deployment_replicas(&client, &ns, "queue").await, 1);
+        // kubundle's own autoscaler was left alone by the refused kubectl autoscale.
+        let cache = api.get("cache").await.unwrap();
+        assert!(is_ready(&cache), "{:?}", cache.status);
+        delete_namespace(&client, &ns).await;
+    }
+
+    // ------------------------------------------------------------------ Prometheus
+
+    /// The chart's ServiceMonitor and PrometheusRule are validated by the Prometheus Operator's
+    /// CRDs (`helm install` with both on was accepted, a malformed ServiceMonitor is refused);
+    /// Prometheus scrapes both operator replicas through what the ServiceMonitor selects; an
+    /// AppBundle that stays not Ready makes KubundleAppBundlesNotReady fire live, and the alert
+    /// resolves once it is gone.
+    #[tokio::test]
+    async fn prometheus_scrapes_the_operator_and_its_alert_fires_live() {
+        let client = client().await;
+        operator_installed();
+        let prom = prometheus::local();
+        let out = run_ok(kubectl(&[
+            "get",
+            "servicemonitors,prometheusrules",
+            "-n",
+            OPERATOR_NS,
+            "-o",
+            "name",
+        ]));
+        assert!(
+            out.contains("servicemonitor.monitoring.coreos.com/kubundle-real")
+                && out.contains("prometheusrule.monitoring.coreos.com/kubundle-real"),
+            "{out}"
+        );
+        let bad = kubectl_stdin(
+            &["apply", "--dry-run=server", "-n", OPERATOR_NS, "-f", "-"],
+            "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: bad}\n\
+             spec: {selector: {}, endpoints: [{port: metrics, interval: soon}]}\n",
+        );
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && stderr.contains("interval"),
+            "a malformed ServiceMonitor: {stderr}"
+        );
+
+        prom.follow(&client, OPERATOR_NS).await;
+        let pods: Vec<String> = operator_pods(&client)
+            .await
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        assert_eq!(pods.len(), 2, "{pods:?}");
+        let t0 = Instant::now();
+        let targets = prom
+            .wait_targets(
+                Duration::from_secs(60),
+                "both operator replicas up in Prometheus's targets",
+                |targets| {
+                    let up: Vec<&str> = targets
+                        .iter()
+                        .filter(|t| t["health"] == "up")
+                        .filter_map(|t| t["labels"]["pod"].as_str())
+                        .collect();
+                    if pods.iter().all(|p| up.contains(&p.as_str())) {
+                        Ok(())
+                    } else {
+                        Err(serde_json::to_string(targets).unwrap())
+                    }
+                },
+            )
+            .await;
+        eprintln!(
+            "{} targets up {:?} after following the ServiceMonitor",
+            targets.len(),
+            t0.elapsed()
+        );
+        for t in &targets {
+            assert_eq!(t["labels"]["job"], "kubundle-real-metrics", "{t}");
+            assert_eq!(t["labels"]["namespace"], OPERATOR_NS, "{t}");
+        }
+        let leaders = prom.query("sum(kubundle_leader)").await;
+        assert_eq!(leaders[0]["value"][1], "1", "one leader: {leaders:?}");
+
+        // First nothing pending (AppBundles of earlier tests may still be going away), so that
+        // what fires below is caused by this test's AppBundle.
+        eventually(
+            Duration::from_secs(120),
+            "no KubundleAppBundlesNotReady pending or firing before the test",
+            || async {
+                let alerts = prom.alerts().await;
+                if alerts
+                    .iter()
+                    .any(|a| a["labels"]["alertname"] == "KubundleAppBundlesNotReady")
+                {
+                    Err(serde_json::to_string(&alerts).unwrap())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        // An AppBundle whose image does not exist stays not Ready.
+        let ns = real_namespace(&client, "alerting").await;
+        apply_yaml(
+            &ns,
+            &bundle("missing", "registry.kubundle.local/no-such-image:1", 80, ""),
+        );
+        let t_apply = Instant::now();
+        let firing = eventually(
+            Duration::from_secs(120),
+            "KubundleAppBundlesNotReady firing in Prometheus",
+            || async {
+                let alerts = prom.alerts().await;
+                alerts
+                    .iter()
+                    .find(|a| {
+                        a["labels"]["alertname"] == "KubundleAppBundlesNotReady"
+                            && a["state"] == "firing"
+                    })
+                    .cloned()
+                    .ok_or_else(|| serde_json::to_string(&alerts).unwrap())
+            },
+        )
+        .await;
+        eprintln!(
+            "KubundleAppBundlesNotReady firing {:?} after the apply (for: {ALERT_FOR}): {firing}",
+            t_apply.elapsed()
+        );
+        assert_eq!(firing["labels"]["namespace"], OPERATOR_NS, "{firing}");
+        assert_eq!(firing["labels"]["severity"], "warning", "{firing}");
+        assert!(
+            t_apply.elapsed() >= Duration::from_secs(20),
+            "fired before its `for` ({ALERT_FOR}) had passed since the apply: {firing}"
+        );
+        let not_ready = bundles(&client, &ns).get("missing").await.unwrap();
+        assert_eq!(
+            condition_of(&not_ready, "Ready").map(|c| c.0).as_deref(),
+            Some("False")
+        );
+        for quiet in [
+            "KubundleDown",
+            "KubundleNoLeader",
+            "KubundleReconcileErrors",
+        ] {
+            let alerts = prom.alerts().await;
+            assert!(
+                !alerts.iter().any(|a| a["labels"]["alertname"] == quiet),
+                "{quiet}: {alerts:?}"
+            );
+        }
+
+        delete_namespace(&client, &ns).await;
+        let t_delete = Instant::now();
+        eventually(
+            Duration::from_secs(120),
+            "KubundleAppBundlesNotReady to resolve after the AppBundle is gone",
+            || async {
+                let alerts = prom.alerts().await;
+                if alerts
+                    .iter()
+                    .any(|a| a["labels"]["alertname"] == "KubundleAppBundlesNotReady")
+                {
+                    let others = run(kubectl(&["get", "appbundles", "-A"]));
+                    Err(format!(
+                        "{}; AppBundles: {}",
+                        serde_json::to_string(&alerts).unwrap(),
+                        String::from_utf8_lossy(&others.stdout)
+                    ))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        eprintln!("resolved {:?} after the delete", t_delete.elapsed());
+    }
+
+    /// `promtool check rules` and `promtool test rules` on the chart's rendered PrometheusRule:
+    /// each alert firing and not firing (tests/fixtures/prometheus/alerts.test.yaml).
+    #[test]
+    fn the_charts_alerts_pass_promtool_check_and_unit_tests() {
+        let dir = std::env::temp_dir().join(format!("kubundle-promtool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rendered = run_ok(Command::new("helm").args([
+            "template",
+            "kubundle",
+            repo_root().join("charts/kubundle").to_str().unwrap(),
+            "-n",
+            "kubundle",
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ]));
+        let rule: Value = serde_saphyr::from_str(&rendered).unwrap();
+        assert_eq!(rule["kind"], "PrometheusRule");
+        std::fs::write(
+            dir.join("rules.yaml"),
+            serde_json::to_string(&rule["spec"]).unwrap(),
+        )
+        .unwrap();
+        let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["alert"].as_str())
+            .collect();
+        let fixture = repo_root().join("tests/fixtures/prometheus/alerts.test.yaml");
+        let tests = std::fs::read_to_string(&fixture).unwrap();
+        for alert in &alerts {
+            assert!(
+                tests.contains(&format!("alertname: {alert}\n")),
+                "{alert} has no firing test in {}",
+                fixture.display()
+            );
+            assert!(
+                tests.contains(&format!("alertname: {alert}, exp_alerts: []")),
+                "{alert} has no not-firing test in {}",
+                fixture.display()
+            );
+        }
+        std::fs::copy(&fixture, dir.join("alerts.test.yaml")).unwrap();
+        let check = run_ok(
+            Command::new("promtool")
+                .args(["check", "rules", "rules.yaml"])
+                .current_dir(&dir),
+        );
+        assert!(
+            check.contains(&format!("SUCCESS: {} rules found", alerts.len())),
+            "{check}"
+        );
+        let test = run_ok(
+            Command::new("promtool")
+                .args(["test", "rules", "alerts.test.yaml"])
+                .current_dir(&dir),
+        );
+        assert!(test.contains("SUCCESS"), "{test}");
+        eprintln!(
+            "promtool: {} alerts checked and tested firing and not firing",
+            alerts.len()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
