@@ -296,6 +296,7 @@ async fn an_autoscalers_scale_is_not_a_rollout() {
     autoscaler_scales(&ns, "web", 5);
     let start = Instant::now();
     let mut versions = vec![ready.metadata.resource_version.clone()];
+    let mut writes = vec![serde_json::to_string(&ready.status).unwrap()];
     let mut not_ready = None;
     let mut done_at = None;
     // Every status write, sampled every 100 ms (progress is written at most every 2 s), until 5 s
@@ -307,6 +308,7 @@ async fn an_autoscalers_scale_is_not_a_rollout() {
         }
         if versions.last() != Some(&b.metadata.resource_version) {
             versions.push(b.metadata.resource_version.clone());
+            writes.push(serde_json::to_string(&b.status).unwrap());
         }
         if done_at.is_none() && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(5) {
             done_at = Some(Instant::now());
@@ -318,10 +320,27 @@ async fn an_autoscalers_scale_is_not_a_rollout() {
     }
     assert!(done_at.is_some(), "the status never showed 5 ready pods");
     assert_eq!(not_ready, None, "Ready left True during the scale");
+    // The HPA controller reports its own view in its status (currentReplicas after its next sync,
+    // here every 5 s; on kwok's pods, that it has no metrics), and kubundle mirrors that in
+    // status.autoscaling: a write of its own, not of the scale. The scale itself is one write.
+    let without_autoscaling = |w: &String| {
+        let mut v: serde_json::Value = serde_json::from_str(w).unwrap();
+        v.as_object_mut().unwrap().remove("autoscaling");
+        v
+    };
+    let of_the_scale = writes
+        .windows(2)
+        .filter(|w| without_autoscaling(&w[0]) != without_autoscaling(&w[1]))
+        .count();
+    let statuses = writes.join("\n");
     assert_eq!(
-        versions.len() - 1,
-        1,
-        "status writes for one scale: {versions:?}"
+        of_the_scale, 1,
+        "status writes for one scale: {versions:?}, statuses:\n{statuses}"
+    );
+    assert!(
+        versions.len() - 1 - of_the_scale <= 2,
+        "more than the HPA's own reports (currentReplicas, its message) were written besides the \
+         scale: {versions:?}, statuses:\n{statuses}"
     );
     assert_eq!(
         rolled_out().await,
