@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use serde_json::Value;
 
 use crate::api::{AppBundle, AppBundleSpec};
-use crate::render::config::fnv_hex;
+use crate::hash::fnv_hex;
 use crate::render::{RenderError, identity, selector_labels};
 
 /// Revisions kept per AppBundle when `spec.revisionHistoryLimit` is not set.

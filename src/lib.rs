@@ -7,11 +7,13 @@
 //! - [`history`]: the rolled-out specs recorded as ControllerRevisions.
 //! - [`plugin`]: the kubectl plugin (`kubectl kubundle status|history|rollback`).
 //! - [`events`]: Kubernetes Events about AppBundles.
+//! - [`hash`]: the one stable hash behind every digest and name kubundle writes.
 //! - [`metrics`], [`http`]: the Prometheus metrics and the health endpoints.
 
 pub mod api;
 pub mod error;
 pub mod events;
+pub mod hash;
 pub mod history;
 pub mod http;
 pub mod leader;
