@@ -95,11 +95,15 @@ mod real_node_metrics {
             .sum()
     }
 
-    /// Deployment writes so far: the in-cluster operator's own count (both replicas, scraped on
-    /// their pods), and the API server's count of writes to Deployments themselves (not their
-    /// status, which the Deployment controller writes, nor their scale, which the autoscaler
-    /// writes), from anyone.
-    async fn deployment_writes(client: &Client) -> (f64, f64) {
+    /// Who has written one Deployment, and when: kubundle's own count of Deployment writes (both
+    /// replicas, scraped on their pods), and the Deployment's managedFields entries for writes to
+    /// the object itself (manager, operation, time), leaving out writes to its status (the
+    /// Deployment controller) and to its scale (the autoscaler). The API server stamps an entry's
+    /// time on every write by that manager that changes the object, so two equal answers mean
+    /// that nobody but the autoscaler changed the Deployment in between. (Scoped to the one
+    /// Deployment: the API server's own request counter is cluster-wide, and the garbage
+    /// collector's deletions in the namespaces of earlier tests land in it.)
+    async fn deployment_writes(client: &Client, ns: &str, name: &str) -> (f64, Vec<String>) {
         let mut kubundle = 0.0;
         for p in operator_pods(client).await {
             let ip = p
@@ -116,22 +120,26 @@ mod real_node_metrics {
             let text = scrape(&format!("http://{ip}:{port}/metrics")).await;
             kubundle += sum_series(&text, "kubundle_api_writes_total{kind=\"Deployment\"", &[]);
         }
-        let text = run_ok(kubectl(&["get", "--raw", "/metrics"]));
-        let apiserver = ["APPLY", "PATCH", "UPDATE", "POST", "DELETE"]
-            .iter()
-            .map(|verb| {
-                sum_series(
-                    &text,
-                    "apiserver_request_total{",
-                    &[
-                        "resource=\"deployments\"",
-                        "subresource=\"\"",
-                        &format!("verb=\"{verb}\""),
-                    ],
+        let d = Api::<Deployment>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .expect("the Deployment");
+        let writers = d
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| !matches!(m.subresource.as_deref(), Some("status" | "scale")))
+            .map(|m| {
+                format!(
+                    "{} {} at {}",
+                    m.manager.unwrap_or_default(),
+                    m.operation.unwrap_or_default(),
+                    serde_json::to_string(&m.time).unwrap()
                 )
             })
-            .sum();
-        (kubundle, apiserver)
+            .collect();
+        (kubundle, writers)
     }
 
     fn autoscaling(b: &AppBundle) -> Value {
@@ -200,7 +208,7 @@ mod real_node_metrics {
             t0.elapsed(),
             autoscaling(&idle)
         );
-        let writes_before = deployment_writes(&client).await;
+        let writes_before = deployment_writes(&client, &ns, "cache").await;
 
         let t_load = Instant::now();
         let load = Load::start(&redis_address(&client, &ns, "cache").await, 6);
@@ -276,10 +284,10 @@ mod real_node_metrics {
             autoscaling(&down)
         );
         assert_eq!(deployment_replicas(&client, &ns, "cache").await, 1);
-        let writes_after = deployment_writes(&client).await;
+        let writes_after = deployment_writes(&client, &ns, "cache").await;
         assert_eq!(
             writes_after, writes_before,
-            "Deployment writes (kubundle's count, the API server's) from before the load to after the scale-down"
+            "Deployment writes (kubundle's count; the Deployment's writers but the autoscaler) from before the load to after the scale-down"
         );
         delete_namespace(&client, &ns).await;
     }
