@@ -3,7 +3,9 @@
 //!
 //! - [`api`]: the `AppBundle` custom resource, the public contract.
 //! - [`render`]: pure functions from an AppBundle to its children.
-//! - [`reconcile`]: the controller (apply, status computation, error policy).
+//! - [`reconcile`]: the controller (watches, the reconcile pipeline, apply and prune, status writes).
+//! - [`status`]: pure functions from an AppBundle and what was observed to its status (conditions,
+//!   rollout progress, pod diagnosis, route readiness), used by the controller and the plugin.
 //! - [`history`]: the rolled-out specs recorded as ControllerRevisions.
 //! - [`plugin`]: the kubectl plugin (`kubectl kubundle status|history|rollback`).
 //! - [`events`]: Kubernetes Events about AppBundles.
@@ -21,3 +23,4 @@ pub mod metrics;
 pub mod plugin;
 pub mod reconcile;
 pub mod render;
+pub mod status;

@@ -17,9 +17,9 @@ use serde_json::Value;
 
 use super::PluginError;
 use crate::api::{AppBundle, READY, STALLED, TRUE, find_condition};
-use crate::reconcile::pods::pod_problem;
-use crate::reconcile::status::desired_replicas;
 use crate::render::{ChildKind, children, selector_string};
+use crate::status::desired_replicas;
+use crate::status::pods::pod_problem;
 
 /// One object of the tree.
 #[derive(Clone, Debug, PartialEq, Serialize)]

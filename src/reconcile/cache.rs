@@ -63,7 +63,7 @@ pub struct Cached {
 impl Cached {
     /// The cached form of an object of `kind` the API server returned.
     pub fn new(kind: ChildKind, obj: &DynamicObject) -> Cached {
-        let owns_replicas = super::handover::kubundle_owns_replicas(obj);
+        let owns_replicas = super::compare::kubundle_owns_replicas(obj);
         let mut slim = obj.clone();
         // The items of a list come without their apiVersion and kind.
         if slim.types.is_none() {

@@ -19,10 +19,10 @@ use tracing::info;
 
 use super::cache::{Cached, ChildCache, MUST_NOT_EXIST};
 use super::compare::covers;
-use super::status::Blocker;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::render::{ChildKind, FIELD_MANAGER, Rendered, labels};
+use crate::status::Blocker;
 
 /// Annotation on each child: a hash of kubundle's rendering of it. With the rendered fields
 /// themselves, it tells whether the child is up to date without writing to it.
@@ -315,7 +315,7 @@ impl Child {
         let live = self.api.get_opt(&name).await?;
         self.owns_replicas = live
             .as_ref()
-            .is_some_and(super::handover::kubundle_owns_replicas);
+            .is_some_and(super::compare::kubundle_owns_replicas);
         self.found = classify(self.kind, live, owner_uid, bundle_name);
         Ok(())
     }
@@ -347,7 +347,7 @@ impl Child {
                         info!(kind = self.kind.name(), child = name, change = ?Change::Created, "applied");
                         ctx.cache.record(self.kind, &created);
                         ctx.settled.forget(&self.settled_key());
-                        self.owns_replicas = super::handover::kubundle_owns_replicas(&created);
+                        self.owns_replicas = super::compare::kubundle_owns_replicas(&created);
                         self.found = Found::Ours(created);
                         return Ok(Change::Created);
                     }
@@ -389,7 +389,7 @@ impl Child {
             change
         };
         ctx.cache.record(self.kind, &applied);
-        self.owns_replicas = super::handover::kubundle_owns_replicas(&applied);
+        self.owns_replicas = super::compare::kubundle_owns_replicas(&applied);
         self.found = Found::Ours(applied);
         Ok(change)
     }

@@ -12,30 +12,16 @@
 //! field, this does nothing.
 
 use kube::ResourceExt;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use tracing::info;
 
 use super::children::{Child, Found};
 use crate::api::AppBundle;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::render::FIELD_MANAGER;
 
 /// The field manager that holds `spec.replicas` between kubundle and the autoscaler.
 pub const HANDOVER_MANAGER: &str = "kubundle-handover";
-
-/// Whether kubundle's own apply owns `spec.replicas` of `live`.
-pub fn kubundle_owns_replicas(live: &DynamicObject) -> bool {
-    live.managed_fields().iter().any(|entry| {
-        entry.manager.as_deref() == Some(FIELD_MANAGER)
-            && entry.operation.as_deref() == Some("Apply")
-            && entry
-                .fields_v1
-                .as_ref()
-                .and_then(|f| f.0.get("f:spec"))
-                .is_some_and(|spec| spec.get("f:replicas").is_some())
-    })
-}
 
 /// Before kubundle's first apply of a Deployment without `spec.replicas` (autoscaling was just
 /// turned on, or `replicas` removed), hands the field to [`HANDOVER_MANAGER`] with its live value.

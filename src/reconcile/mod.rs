@@ -1,8 +1,8 @@
 //! The controller: for each AppBundle, read -> parse -> render -> apply the children -> status.
 //! This file wires it together (watches, queue, backoff); [`pipeline`] is one reconcile,
 //! [`cache`] holds the children as last seen, [`children`] classifies and applies them,
-//! [`compare`] decides whether a child is up to date, [`status`] computes the status and
-//! [`report`] writes it and the Events.
+//! [`compare`] decides whether a child is up to date, [`crate::status`] computes the status
+//! (pure) and [`report`] writes it and the Events.
 //!
 //! - AppBundles are cached parsed ([`CachedBundle`]); one whose spec does not fit the Rust types
 //!   is reported (Stalled, a Warning Event) and does not break the watch.
@@ -25,11 +25,9 @@ pub mod handover;
 pub mod history;
 mod namespaces;
 mod pipeline;
-pub mod pods;
 pub mod relist;
 mod report;
 mod routing;
-pub mod status;
 pub mod watches;
 
 pub use cached::CachedBundle;

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::events::EventType;
 use crate::render::FIELD_MANAGER;
 
-use super::status::{PROGRESS_INTERVAL, is_milestone};
+use crate::status::{PROGRESS_INTERVAL, is_milestone};
 
 /// When each AppBundle's status was last written (by UID), to write progress at most every
 /// [`PROGRESS_INTERVAL`]. Entries older than that are dropped as the map grows.

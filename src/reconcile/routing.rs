@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::DynamicObject;
 
-use super::status::http;
 use crate::api::AppBundle;
 use crate::render::ChildKind;
+use crate::status::route;
 
 /// How long the old routing child stays once the new one is ready.
 pub const DRAIN: Duration = Duration::from_secs(5);
@@ -35,7 +35,7 @@ pub fn replacement_ready(
         ChildKind::Ingress => route.is_some(),
         _ => false,
     };
-    replaced.then(|| matches!(http::readiness(bundle, route, None, ingress), Some(Ok(_))))
+    replaced.then(|| matches!(route::readiness(bundle, route, None, ingress), Some(Ok(_))))
 }
 
 /// What becomes of a replaced routing child now.

@@ -10,13 +10,13 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
 
-use super::pods::PodProblem;
 use crate::api::{
     AppBundle, AppBundleAddress, AppBundleStatus, AutoscalingStatus, FALSE, READY, RECONCILING,
     STALLED, TRUE, UNKNOWN, condition, find_condition, reason, set_condition,
 };
 use crate::render::config::ConfigRef;
 use crate::render::{selector_string, service_type};
+use pods::PodProblem;
 
 /// What the reconciler found out, apart from the children themselves.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,13 +57,13 @@ pub struct Observed<'a> {
     /// The HTTPRoute, with `spec.http.gateway`.
     pub route: Option<&'a DynamicObject>,
     /// The Gateway it attaches to, when kubundle read it.
-    pub gateway: Option<&'a http::GatewayLook>,
+    pub gateway: Option<&'a route::GatewayLook>,
     /// The Ingress, with `spec.http.ingress`.
     pub ingress: Option<&'a Ingress>,
     /// Why the newest pods do not become ready, when the rollout stopped making progress and
-    /// kubundle read them ([`super::pods`]).
+    /// kubundle read them ([`pods`]).
     pub pods: Option<&'a PodProblem>,
-    /// ConfigMaps and Secrets the pods use (not optionally) that do not exist ([`super::config`]).
+    /// ConfigMaps and Secrets the pods use (not optionally) that do not exist ([`crate::reconcile::config`]).
     pub missing_config: &'a [ConfigRef],
     /// Secrets the pods use that `spec.rolloutOnConfigChange` cannot follow (kubundle may not
     /// read Secrets): said in Ready's message, so that no one waits for a rollout that will not come.
@@ -321,11 +321,38 @@ pub fn compute(
     now: &Time,
 ) -> AppBundleStatus {
     let previous = bundle.status.clone().unwrap_or_default();
-    let generation = bundle.metadata.generation;
-    let name = bundle.metadata.name.clone().unwrap_or_default();
     let desired = desired_replicas(bundle, observed.deployment);
+    let mut status = counts(bundle, &previous, observed, desired, cluster_domain);
+    let verdict = match blocker {
+        Some(blocker) => Verdict::blocked(blocker),
+        None => {
+            // An autoscaler's scale of a tier Ready on this spec is no rollout: Ready stays, no
+            // Event, and the counts are written once, when the scale is done.
+            if let Some(d) = observed.deployment
+                && autoscaler_scaling(bundle, &previous, d, observed)
+            {
+                return as_before_the_scale(status, previous);
+            }
+            let verdict = Verdict::of_children(bundle, observed, desired, &mut status);
+            verdict.with_config(observed)
+        }
+    };
+    verdict.set_on(&mut status, bundle.metadata.generation, now);
+    status
+}
+
+/// The status's counts, selector, address and autoscaling, and what it keeps from `previous`
+/// (the conditions, the last rolled-out image, the revision).
+fn counts(
+    bundle: &AppBundle,
+    previous: &AppBundleStatus,
+    observed: &Observed,
+    desired: i32,
+    cluster_domain: &str,
+) -> AppBundleStatus {
+    let name = bundle.metadata.name.clone().unwrap_or_default();
     let mut status = AppBundleStatus {
-        observed_generation: generation,
+        observed_generation: bundle.metadata.generation,
         conditions: previous.conditions.clone(),
         selector: Some(selector_string(&name)),
         image: previous.image.clone(),
@@ -333,7 +360,6 @@ pub fn compute(
         current_revision: previous.current_revision.clone(),
         ..AppBundleStatus::default()
     };
-
     if let Some(d) = observed.deployment {
         let s = d.status.clone().unwrap_or_default();
         status.replicas = Some(s.replicas.unwrap_or(0));
@@ -353,16 +379,70 @@ pub fn compute(
                 .unwrap_or_default(),
         );
     }
+    status
+}
 
-    // (Ready, Reconciling, Stalled) as (status, reason, message) each.
-    let set = |status: &mut AppBundleStatus, type_: &str, value: &str, why: &str, msg: String| {
-        set_condition(
-            &mut status.conditions,
-            condition(type_, value, why, msg, generation, now),
-        );
-    };
+/// While the autoscaler scales: the conditions and counts as they were.
+fn as_before_the_scale(mut status: AppBundleStatus, previous: AppBundleStatus) -> AppBundleStatus {
+    status.conditions = previous.conditions;
+    status.replicas = previous.replicas;
+    status.ready_replicas = previous.ready_replicas;
+    status.updated_replicas = previous.updated_replicas;
+    status.available_replicas = previous.available_replicas;
+    status.replica_summary = previous.replica_summary;
+    status.autoscaling = previous.autoscaling;
+    status
+}
 
-    if let Some(blocker) = blocker {
+/// Ready, Reconciling and Stalled as one verdict, each as (status, reason, message).
+#[derive(Debug, PartialEq)]
+struct Verdict {
+    ready: Cond,
+    reconciling: Cond,
+    stalled: Cond,
+}
+
+/// Reconciling's message while Stalled says why.
+const SEE_STALLED: &str = "stalled; see the Stalled condition";
+
+impl Verdict {
+    /// On the way to Ready: Ready `ready` (False, or Unknown before anything is known),
+    /// Reconciling True for `why`, not Stalled.
+    fn waiting(ready: (&'static str, &'static str), why: &'static str, msg: String) -> Self {
+        Verdict {
+            ready: (ready.0, ready.1, msg.clone()),
+            reconciling: (TRUE, why, msg),
+            stalled: (FALSE, reason::DONE, String::new()),
+        }
+    }
+
+    /// Not Ready for `why`, which fixes itself: Reconciling True, not Stalled.
+    fn progressing(why: &'static str, msg: String) -> Self {
+        Verdict::waiting((FALSE, why), why, msg)
+    }
+
+    /// Not Ready for `why`, which will not fix itself: Stalled (kstatus: Failed).
+    fn stalled(why: &'static str, msg: String) -> Self {
+        Verdict {
+            ready: (FALSE, why, msg.clone()),
+            reconciling: (FALSE, why, SEE_STALLED.into()),
+            stalled: (TRUE, why, msg),
+        }
+    }
+
+    /// Ready, with `msg`.
+    fn ready(msg: String) -> Self {
+        Verdict {
+            ready: (TRUE, reason::AVAILABLE, msg),
+            reconciling: (FALSE, reason::DONE, String::new()),
+            stalled: (FALSE, reason::DONE, String::new()),
+        }
+    }
+
+    /// What stops the children from being written. A child of the AppBundle's name still
+    /// terminating fixes itself; everything else waits for a new spec (or for RBAC, quota or
+    /// an admission policy to change).
+    fn blocked(blocker: &Blocker) -> Self {
         let (why, msg) = match blocker {
             Blocker::NameConflict { message, .. } => (reason::NAME_CONFLICT, message.clone()),
             Blocker::WriteRefused { kind, message, .. } => (
@@ -372,144 +452,58 @@ pub fn compute(
             Blocker::InvalidSpec { message } => (reason::INVALID_SPEC, message.clone()),
             Blocker::ApiMissing { message } => (reason::API_MISSING, message.clone()),
             Blocker::Terminating { kind, name } => {
-                let msg = format!(
-                    "waiting for the {kind} {name} to finish terminating before re-creating it"
-                );
-                set(
-                    &mut status,
-                    READY,
-                    FALSE,
+                return Verdict::progressing(
                     reason::CHILD_TERMINATING,
-                    msg.clone(),
+                    format!(
+                        "waiting for the {kind} {name} to finish terminating before re-creating it"
+                    ),
                 );
-                set(
-                    &mut status,
-                    RECONCILING,
-                    TRUE,
-                    reason::CHILD_TERMINATING,
-                    msg,
-                );
-                set(&mut status, STALLED, FALSE, reason::DONE, String::new());
-                return status;
             }
         };
-        set(&mut status, READY, FALSE, why, msg.clone());
-        set(
-            &mut status,
-            RECONCILING,
-            FALSE,
-            why,
-            "stalled; see the Stalled condition".into(),
-        );
-        set(&mut status, STALLED, TRUE, why, msg);
-        return status;
+        Verdict::stalled(why, msg)
     }
 
-    // An autoscaler's scale of a tier Ready on this spec is no rollout: Ready stays, no Event,
-    // and the counts are written once, when the scale is done.
-    if let Some(d) = observed.deployment
-        && autoscaler_scaling(bundle, &previous, d, observed)
-    {
-        status.conditions = previous.conditions;
-        status.replicas = previous.replicas;
-        status.ready_replicas = previous.ready_replicas;
-        status.updated_replicas = previous.updated_replicas;
-        status.available_replicas = previous.available_replicas;
-        status.replica_summary = previous.replica_summary;
-        status.autoscaling = previous.autoscaling;
-        return status;
-    }
-
-    let (ready, reconciling, stalled): (Cond, Cond, Cond) = match (
-        observed.deployment,
-        observed.service,
-    ) {
-        (None, _) | (_, None) => (
-            (
-                UNKNOWN,
-                reason::PENDING,
-                "creating the Deployment and the Service".into(),
-            ),
-            (
-                TRUE,
-                reason::PENDING,
-                "creating the Deployment and the Service".into(),
-            ),
-            (FALSE, reason::DONE, String::new()),
-        ),
-        (Some(d), Some(svc)) => match rollout(desired, d) {
+    /// From the children: created yet, and how far their rollout is. A complete rollout records
+    /// the image in `status` and adds the route's URL to its address.
+    fn of_children(
+        bundle: &AppBundle,
+        observed: &Observed,
+        desired: i32,
+        status: &mut AppBundleStatus,
+    ) -> Self {
+        let (Some(d), Some(svc)) = (observed.deployment, observed.service) else {
+            let msg = "creating the Deployment and the Service".to_string();
+            return Verdict::waiting((UNKNOWN, reason::PENDING), reason::PENDING, msg);
+        };
+        match rollout(desired, d) {
             Rollout::NotObserved
                 if d.status
                     .as_ref()
                     .and_then(|s| s.observed_generation)
                     .is_none() =>
             {
-                (
-                    (
-                        UNKNOWN,
-                        reason::PENDING,
-                        "waiting for the Deployment controller".into(),
-                    ),
-                    (
-                        TRUE,
-                        reason::DEPLOYMENT_PENDING,
-                        "waiting for the Deployment controller".into(),
-                    ),
-                    (FALSE, reason::DONE, String::new()),
-                )
+                let msg = "waiting for the Deployment controller".to_string();
+                Verdict::waiting((UNKNOWN, reason::PENDING), reason::DEPLOYMENT_PENDING, msg)
             }
-            Rollout::NotObserved => (
-                (
-                    FALSE,
-                    reason::DEPLOYMENT_PENDING,
-                    "the Deployment controller has not seen the newest spec yet".into(),
-                ),
-                (
-                    TRUE,
-                    reason::DEPLOYMENT_PENDING,
-                    "the Deployment controller has not seen the newest spec yet".into(),
-                ),
-                (FALSE, reason::DONE, String::new()),
+            Rollout::NotObserved => Verdict::progressing(
+                reason::DEPLOYMENT_PENDING,
+                "the Deployment controller has not seen the newest spec yet".into(),
             ),
             Rollout::DeadlineExceeded(msg) => {
                 let mut msg = format!("the rollout made no progress within its deadline: {msg}");
                 if let Some(p) = observed.pods {
                     msg.push_str(&format!("; {} ({})", p.message, p.reason));
                 }
-                (
-                    (FALSE, reason::PROGRESS_DEADLINE_EXCEEDED, msg.clone()),
-                    (
-                        FALSE,
-                        reason::PROGRESS_DEADLINE_EXCEEDED,
-                        "stalled; see the Stalled condition".into(),
-                    ),
-                    (TRUE, reason::PROGRESS_DEADLINE_EXCEEDED, msg),
-                )
+                Verdict::stalled(reason::PROGRESS_DEADLINE_EXCEEDED, msg)
             }
             // The pods say why the rollout does not progress: the kubelet's or the scheduler's
             // reason, Stalled when it will not fix itself (kstatus: Failed).
             Rollout::InProgress(msg) => match observed.pods {
                 Some(p) if p.permanent => {
-                    let msg = format!("{msg}: {}", p.message);
-                    (
-                        (FALSE, p.reason, msg.clone()),
-                        (FALSE, p.reason, "stalled; see the Stalled condition".into()),
-                        (TRUE, p.reason, msg),
-                    )
+                    Verdict::stalled(p.reason, format!("{msg}: {}", p.message))
                 }
-                Some(p) => {
-                    let msg = format!("{msg}: {}", p.message);
-                    (
-                        (FALSE, p.reason, msg.clone()),
-                        (TRUE, p.reason, msg),
-                        (FALSE, reason::DONE, String::new()),
-                    )
-                }
-                None => (
-                    (FALSE, reason::ROLLING_OUT, msg.clone()),
-                    (TRUE, reason::ROLLING_OUT, msg),
-                    (FALSE, reason::DONE, String::new()),
-                ),
+                Some(p) => Verdict::progressing(p.reason, format!("{msg}: {}", p.message)),
+                None => Verdict::progressing(reason::ROLLING_OUT, msg),
             },
             Rollout::PodCreationFailed(msg, permanent) => {
                 let msg = format!(
@@ -517,91 +511,68 @@ pub fn compute(
                     crate::render::paths::in_bundle_terms(&msg, &bundle.spec)
                 );
                 if permanent {
-                    (
-                        (FALSE, reason::POD_CREATION_FAILED, msg.clone()),
-                        (
-                            FALSE,
-                            reason::POD_CREATION_FAILED,
-                            "stalled; see the Stalled condition".into(),
-                        ),
-                        (TRUE, reason::POD_CREATION_FAILED, msg),
-                    )
+                    Verdict::stalled(reason::POD_CREATION_FAILED, msg)
                 } else {
-                    (
-                        (FALSE, reason::POD_CREATION_FAILED, msg.clone()),
-                        (TRUE, reason::POD_CREATION_FAILED, msg),
-                        (FALSE, reason::DONE, String::new()),
-                    )
+                    Verdict::progressing(reason::POD_CREATION_FAILED, msg)
                 }
             }
-            Rollout::Terminating(n) => {
-                let msg = format!(
+            Rollout::Terminating(n) => Verdict::progressing(
+                reason::PODS_TERMINATING,
+                format!(
                     "{desired} of {desired} pods run {}; waiting for {n} old pods to terminate",
                     bundle.spec.image
-                );
-                (
-                    (FALSE, reason::PODS_TERMINATING, msg.clone()),
-                    (TRUE, reason::PODS_TERMINATING, msg),
-                    (FALSE, reason::DONE, String::new()),
-                )
-            }
-            Rollout::Complete => {
-                status.image = Some(bundle.spec.image.clone());
-                let external = external_addresses(svc);
-                let routing =
-                    http::readiness(bundle, observed.route, observed.gateway, observed.ingress);
-                if let (Some(Ok(Some(url))), Some(address)) = (&routing, status.address.as_mut()) {
-                    address.external.push(url.clone());
-                }
-                if service_type(bundle) == "LoadBalancer" && external.is_empty() {
-                    let msg = "all pods are available; waiting for the load balancer to get an external address".to_string();
-                    (
-                        (FALSE, reason::WAITING_FOR_ADDRESS, msg.clone()),
-                        (TRUE, reason::WAITING_FOR_ADDRESS, msg),
-                        (FALSE, reason::DONE, String::new()),
-                    )
-                } else if let Some(Err((why, msg))) = routing {
-                    (
-                        (FALSE, why, msg.clone()),
-                        (TRUE, why, msg),
-                        (FALSE, reason::DONE, String::new()),
-                    )
-                } else {
-                    (
-                        (
-                            TRUE,
-                            reason::AVAILABLE,
-                            format!(
-                                "{desired} of {desired} pods run {} and are available",
-                                bundle.spec.image
-                            ),
-                        ),
-                        (FALSE, reason::DONE, String::new()),
-                        (FALSE, reason::DONE, String::new()),
-                    )
-                }
-            }
-        },
-    };
-    // A missing ConfigMap or Secret explains pods that do not start better than anything the pods
-    // say (CreateContainerConfigError names one at a time), and before they say it. Pods that
-    // already run keep what they read, but the next pod (a restart, a scale-up, a node drain)
-    // cannot start: the tier is not Ready. It fixes itself once the object is created (a GitOps
-    // tool may apply it later), so it is not Stalled.
-    let (ready, reconciling) = match observed.missing_config {
-        missing if !missing.is_empty() && observed.deployment.is_some() && stalled.0 != TRUE => {
-            let msg = missing_message(missing);
-            (
-                (FALSE, reason::CONFIG_MISSING, msg.clone()),
-                (TRUE, reason::CONFIG_MISSING, msg),
-            )
+                ),
+            ),
+            Rollout::Complete => Verdict::complete(bundle, observed, desired, svc, status),
         }
-        _ => (ready, reconciling),
-    };
-    let ready = match observed.unfollowed_config {
-        [] => ready,
-        unfollowed => {
-            let names = unfollowed
+    }
+
+    /// Every pod runs the newest spec: Ready once the way in is there too (the load balancer's
+    /// address, the route or the Ingress).
+    fn complete(
+        bundle: &AppBundle,
+        observed: &Observed,
+        desired: i32,
+        svc: &Service,
+        status: &mut AppBundleStatus,
+    ) -> Self {
+        status.image = Some(bundle.spec.image.clone());
+        let routing = route::readiness(bundle, observed.route, observed.gateway, observed.ingress);
+        if let (Some(Ok(Some(url))), Some(address)) = (&routing, status.address.as_mut()) {
+            address.external.push(url.clone());
+        }
+        if service_type(bundle) == "LoadBalancer" && external_addresses(svc).is_empty() {
+            return Verdict::progressing(
+                reason::WAITING_FOR_ADDRESS,
+                "all pods are available; waiting for the load balancer to get an external address"
+                    .into(),
+            );
+        }
+        if let Some(Err((why, msg))) = routing {
+            return Verdict::progressing(why, msg);
+        }
+        Verdict::ready(format!(
+            "{desired} of {desired} pods run {} and are available",
+            bundle.spec.image
+        ))
+    }
+
+    /// The configuration the pods use. A missing ConfigMap or Secret explains pods that do not
+    /// start better than anything the pods say (CreateContainerConfigError names one at a time),
+    /// and before they say it. Pods that already run keep what they read, but the next pod (a
+    /// restart, a scale-up, a node drain) cannot start: the tier is not Ready. It fixes itself
+    /// once the object is created (a GitOps tool may apply it later), so it is not Stalled.
+    /// Secrets kubundle cannot follow are said in Ready's message.
+    fn with_config(mut self, observed: &Observed) -> Self {
+        let missing = observed.missing_config;
+        if !missing.is_empty() && observed.deployment.is_some() && self.stalled.0 != TRUE {
+            let msg = missing_message(missing);
+            self.ready = (FALSE, reason::CONFIG_MISSING, msg.clone());
+            self.reconciling = (TRUE, reason::CONFIG_MISSING, msg);
+        }
+        if !observed.unfollowed_config.is_empty() {
+            let names = observed
+                .unfollowed_config
                 .iter()
                 .map(|r| r.name.as_str())
                 .collect::<Vec<_>>()
@@ -609,24 +580,29 @@ pub fn compute(
             let note = format!(
                 "changes of Secret {names} roll nothing: kubundle may not read Secrets (chart value configRollouts.secrets)"
             );
-            let msg = if ready.2.is_empty() {
+            self.ready.2 = if self.ready.2.is_empty() {
                 note
             } else {
-                format!("{}; {note}", ready.2)
+                format!("{}; {note}", self.ready.2)
             };
-            (ready.0, ready.1, msg)
         }
-    };
-    set(&mut status, READY, ready.0, ready.1, ready.2);
-    set(
-        &mut status,
-        RECONCILING,
-        reconciling.0,
-        reconciling.1,
-        reconciling.2,
-    );
-    set(&mut status, STALLED, stalled.0, stalled.1, stalled.2);
-    status
+        self
+    }
+
+    /// Sets the three conditions on `status` (a condition's transition time stays while its
+    /// status does).
+    fn set_on(self, status: &mut AppBundleStatus, generation: Option<i64>, now: &Time) {
+        for (type_, (value, why, msg)) in [
+            (READY, self.ready),
+            (RECONCILING, self.reconciling),
+            (STALLED, self.stalled),
+        ] {
+            set_condition(
+                &mut status.conditions,
+                condition(type_, value, why, msg, generation, now),
+            );
+        }
+    }
 }
 
 /// What the status says of missing configuration objects.
@@ -646,7 +622,8 @@ fn missing_message(missing: &[ConfigRef]) -> String {
     )
 }
 
-pub mod http;
+pub mod pods;
+pub mod route;
 
 #[cfg(test)]
 mod tests;

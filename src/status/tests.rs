@@ -443,7 +443,7 @@ fn a_terminating_child_is_waited_for_not_stalled() {
 
 #[test]
 fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
-    use crate::reconcile::pods::PodProblem;
+    use crate::status::pods::PodProblem;
     let b = bundle(2, "ClusterIP");
     let d = deployment(
         2,
@@ -498,7 +498,7 @@ fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
 
 #[test]
 fn a_rollout_is_stuck_after_a_while_without_progress() {
-    use crate::reconcile::pods::{Progress, STUCK_AFTER, progress};
+    use crate::status::pods::{Progress, STUCK_AFTER, progress};
     use std::time::Duration;
     let at = |secs: i64| Time(now().0 + k8s_openapi::jiff::SignedDuration::from_secs(secs));
     let d = deployment(

@@ -1,0 +1,115 @@
+//! The read step: every child the spec asks for as it is now (from the cache, or from the API
+//! server where the cache cannot say), and the children the spec no longer asks for.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+
+use crate::api::{AppBundle, STALLED, TRUE, find_condition, reason};
+use crate::error::Result;
+use crate::reconcile::Context;
+use crate::reconcile::children::{self, Child, Stale};
+use crate::render::{self, ChildKind, Rendered};
+use crate::status::Blocker;
+
+/// How long reconciles wait for the children's watches to list at startup (counted from the first
+/// reconcile) before they read the children of the kinds still unlisted from the API server.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// The AppBundle's children as this reconcile found them.
+pub(super) struct Children {
+    /// The AppBundle's name (each child's) and UID (their controller's).
+    pub name: String,
+    pub uid: String,
+    /// The children the spec asks for, each with its live object (if any) and rendering.
+    pub set: Vec<Child>,
+    /// Children of kinds the spec no longer asks for.
+    pub stale: Vec<Stale>,
+    /// What stops the children from being written (a foreign object of a child's name; later
+    /// also a refused write).
+    pub blocker: Option<Blocker>,
+    /// The configuration digest the running pods were made with (only for AppBundles that follow
+    /// their configuration: parsing the Deployment costs), to tell a config-driven rollout.
+    pub live_digest: Option<String>,
+}
+
+impl Children {
+    /// The live child of `kind`, if the spec asks for one and it exists.
+    pub fn live(&self, kind: ChildKind) -> Option<&Child> {
+        self.set.iter().find(|c| c.kind == kind)
+    }
+}
+
+pub(super) async fn children(
+    ctx: &Context,
+    ns: &str,
+    bundle: &AppBundle,
+    rendered: Vec<Rendered>,
+    follows_config: bool,
+) -> Result<Children> {
+    let uid = bundle.metadata.uid.clone().unwrap_or_default();
+    let name = bundle.name_any();
+    // Until every child kind has listed once, the cache cannot tell a missing child from one not
+    // listed yet: wait a little (at startup), then read what is still unknown from the API server.
+    if !ctx.cache.is_synced() {
+        ctx.cache.wait_synced(CACHE_SYNC_WAIT).await;
+    }
+    let stale = stale(ctx, ns, &rendered, &uid, &name);
+    // Every child as the cache holds it, or as the API server has it where the cache cannot say:
+    // a kind not listed yet, or a missing child whose name a foreign object held at the last look
+    // (so that a conflict that lasts costs one read per look, not a refused write and a read).
+    let blocked_by_foreign = matches!(
+        bundle.status.as_ref().and_then(|s| find_condition(&s.conditions, STALLED)),
+        Some(c) if c.status == TRUE && c.reason == reason::NAME_CONFLICT
+    );
+    let set: Vec<Child> = futures::future::try_join_all(rendered.into_iter().map(|r| {
+        let kind = r.kind;
+        let child_name = r.object.name_any();
+        let cached = ctx
+            .cache
+            .is_kind_synced(kind)
+            .then(|| ctx.cache.get(kind, ns, &child_name));
+        let (client, uid, name) = (&ctx.client, &uid, &name);
+        async move {
+            match cached {
+                Some(Some(live)) => children::cached(client, ns, r, Some(&live), uid, name),
+                Some(None) if !blocked_by_foreign => {
+                    children::cached(client, ns, r, None, uid, name)
+                }
+                _ => children::read(client, ns, r, uid, name).await,
+            }
+        }
+    }))
+    .await?;
+    let blocker = set.iter().find_map(Child::blocker);
+    let live_digest = set
+        .iter()
+        .filter(|_| follows_config)
+        .find(|c| c.kind == ChildKind::Deployment)
+        .and_then(Child::live_as::<Deployment>)
+        .and_then(|d| render::config::digest_of(&d).map(str::to_string));
+    Ok(Children {
+        name,
+        uid,
+        set,
+        stale,
+        blocker,
+        live_digest,
+    })
+}
+
+/// Children the spec no longer asks for, from the cache (no request).
+fn stale(ctx: &Context, ns: &str, rendered: &[Rendered], uid: &str, name: &str) -> Vec<Stale> {
+    ChildKind::ALL
+        .into_iter()
+        .filter(|k| k.optional() && !rendered.iter().any(|r| r.kind == *k))
+        .filter_map(|k| ctx.cache.get(k, ns, name).map(|c| (k, c.object().metadata)))
+        .filter(|(_, meta)| children::is_stale_child(meta, uid, name))
+        .map(|(kind, meta)| Stale {
+            kind,
+            name: name.to_string(),
+            uid: meta.uid.unwrap_or_default(),
+        })
+        .collect()
+}
