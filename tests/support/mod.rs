@@ -446,7 +446,9 @@ pub fn token_kubeconfig(token: &str, file_name: &str) -> PathBuf {
     path
 }
 
-/// Waits for a Warning Event regarding the object `name` in `namespace`, returning it.
+/// Waits for a Warning Event regarding the AppBundle `name` in `namespace`, returning it. (Only
+/// the AppBundle's: a child of the same name gets Events from others, such as the API server's
+/// ClusterIPNotAllocated from its IP repair loop for a Service created a moment before.)
 pub async fn warning_event(
     client: &Client,
     namespace: &str,
@@ -465,8 +467,10 @@ pub async fn warning_event(
             list.items
                 .into_iter()
                 .find(|e| {
+                    let regarding = e.regarding.as_ref();
                     e.type_.as_deref() == Some("Warning")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                        && regarding.and_then(|r| r.kind.as_deref()) == Some("AppBundle")
+                        && regarding.and_then(|r| r.name.as_deref()) == Some(name)
                 })
                 .ok_or_else(|| "none yet".to_string())
         },
