@@ -1,7 +1,7 @@
 //! Rollout history: each spec an AppBundle fully rolled out is recorded in a ControllerRevision
 //! owned by the AppBundle, as StatefulSets and DaemonSets record theirs. Pure: what a revision
 //! holds, its name and how revisions are read. The operator records them
-//! (reconcile/history.rs); `kubectl kubundle history` and `rollback` read them (src/plugin).
+//! (reconcile/revisions.rs); `kubectl kubundle history` and `rollback` read them (src/plugin).
 //!
 //! - A revision holds the spec without `replicas`: scaling (kubectl scale, an autoscaler) is no
 //!   new revision, and a rollback leaves the number of pods alone, as `kubectl rollout undo`
@@ -106,13 +106,7 @@ impl Revision {
 pub fn revisions(list: Vec<ControllerRevision>, uid: &str) -> Vec<Revision> {
     let mut out: Vec<Revision> = list
         .into_iter()
-        .filter(|r| {
-            r.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-        })
+        .filter(|r| crate::render::controlled_by(&r.metadata, uid))
         .map(|r| Revision {
             number: r.revision,
             name: r.metadata.name.unwrap_or_default(),

@@ -25,7 +25,7 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// The health of the watch streams (not ready while one keeps failing; /healthz stays ok:
     /// restarting the process would not bring the API server back).
-    pub watches: Arc<crate::reconcile::watches::WatchHealth>,
+    pub watches: Arc<crate::reconcile::observe::watches::WatchHealth>,
     /// True while this replica stands by for the leader lease (ready: healthy and waiting).
     pub standby: Arc<AtomicBool>,
     /// The controller's shared state (its children cache for `/debug/cache`, the CRD's gap for

@@ -14,7 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DeleteParams;
 use kube::{Api, Client, ResourceExt};
 use kubundle::api::AppBundle;
-use kubundle::reconcile::handover::HANDOVER_MANAGER;
+use kubundle::reconcile::children::handover::HANDOVER_MANAGER;
 
 use support::*;
 

@@ -120,12 +120,7 @@ pub async fn gather(client: &Client, ns: &str, name: &str) -> Result<Tree, Plugi
             );
             continue;
         };
-        let controlled = live
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.uid == uid);
+        let controlled = crate::render::controlled_by(&live.metadata, &uid);
         let mut node = child_node(kind, &bundle, live, &pods);
         if !controlled {
             node.ready = false;
@@ -210,11 +205,7 @@ fn deployment_node(d: &Deployment, desired: i32) -> Node {
         state.push_str(&format!(", {} old", total - updated));
     }
     let observed = s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-    let done = observed
-        && updated == desired
-        && ready == desired
-        && available == desired
-        && total == desired;
+    let done = observed && crate::status::all_pods_current(&s, desired);
     let node = Node::new("Deployment", &name, done, state);
     if done {
         return node;
@@ -341,13 +332,7 @@ fn service_node(s: &Service) -> Node {
             )
         })
         .collect();
-    let external: Vec<String> = s
-        .status
-        .iter()
-        .filter_map(|st| st.load_balancer.as_ref())
-        .flat_map(|lb| lb.ingress.iter().flatten())
-        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
-        .collect();
+    let external = crate::status::external_addresses(s);
     let shown_type = if ip == "None" { "Headless" } else { &type_ };
     let mut state = shown_type.to_string();
     if ip != "None" && !ip.is_empty() {
@@ -413,13 +398,7 @@ fn pdb_node(p: &PodDisruptionBudget) -> Node {
 }
 
 fn ingress_node(i: &Ingress) -> Node {
-    let addresses: Vec<String> = i
-        .status
-        .iter()
-        .filter_map(|s| s.load_balancer.as_ref())
-        .flat_map(|lb| lb.ingress.iter().flatten())
-        .filter_map(|a| a.ip.clone().or_else(|| a.hostname.clone()))
-        .collect();
+    let addresses = crate::status::route::ingress_addresses(i);
     let ready = !addresses.is_empty();
     let node = Node::new(
         "Ingress",

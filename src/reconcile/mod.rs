@@ -1,12 +1,15 @@
 //! The controller: for each AppBundle, read -> parse -> render -> apply the children -> status.
-//! This file wires it together (watches, queue, backoff); [`pipeline`] is one reconcile,
-//! [`cache`] holds the children as last seen, [`children`] classifies and applies them,
-//! [`compare`] decides whether a child is up to date, [`crate::status`] computes the status
-//! (pure) and [`report`] writes it and the Events.
+//! This file wires it together (watches, queue, backoff, error policy). Below it, top-down:
+//! `pipeline` is one reconcile, a driver of named steps; `context` what reconciles share;
+//! `report` writes the status and the Events; [`children`] classifies, applies and prunes them
+//! (drift detection, the replicas handover, make-before-break of the way in); [`observe`] is what
+//! the watches and reads tell (the children's cache, the AppBundles' cached form, the ConfigMap
+//! tracker, relists, the CRD's age); [`revisions`] records the rollout history. The status
+//! itself is computed, pure, in [`crate::status`].
 //!
 //! - AppBundles are cached parsed ([`CachedBundle`]); one whose spec does not fit the Rust types
 //!   is reported (Stalled, a Warning Event) and does not break the watch.
-//! - Children are watched (labels `app.kubernetes.io/managed-by=kubundle`) and cached ([`cache`]):
+//! - Children are watched (labels `app.kubernetes.io/managed-by=kubundle`) and cached ([`observe::children_cache`]):
 //!   a reconcile reads them from the cache, not from the API server, and any change or deletion of
 //!   a child triggers its AppBundle's reconcile, so drift is undone.
 //! - Writes are server-side apply with field manager `kubundle`, and only when a child differs from
@@ -15,27 +18,19 @@
 //!   except an orphan kubundle itself made for an AppBundle of that name (its labels, no
 //!   controller), which is adopted.
 
-pub mod cache;
-mod cached;
 pub mod children;
-pub mod compare;
-pub mod config;
-pub mod crd_skew;
-pub mod handover;
-pub mod history;
-mod namespaces;
+mod context;
+pub mod observe;
 mod pipeline;
-pub mod relist;
 mod report;
-mod routing;
-pub mod watches;
+pub mod revisions;
 
-pub use cached::CachedBundle;
 pub use children::RENDERED_HASH;
+pub use context::{Context, Settings, gateway_api_served};
+pub use observe::cached_bundle::CachedBundle;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -51,94 +46,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::api::{READY, find_condition};
 use crate::error::{Error, Result};
-use crate::events::Publisher;
-use crate::metrics::Metrics;
 use crate::render::config::ConfigKind;
 use crate::render::{ChildKind, labels};
-use cache::ChildCache;
-use children::Settled;
-use config::ConfigTracker;
-use watches::{NoBackoff, WatchHealth, resilient};
-
-/// Settings of the controller.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Watch only this namespace (None: all namespaces).
-    pub namespace: Option<String>,
-    /// AppBundles reconciled at the same time.
-    pub concurrency: u16,
-    /// The cluster's DNS domain, for `status.address.url`.
-    pub cluster_domain: String,
-    /// The cluster serves the Gateway API's HTTPRoute (found at startup, see [`gateway_api_served`]).
-    pub gateway_api: bool,
-    /// Secrets are followed like ConfigMaps (see [`config`]): kubundle may read them.
-    pub follow_secrets: bool,
-}
-
-/// Whether the cluster serves gateway.networking.k8s.io/v1 HTTPRoutes. Checked once at startup:
-/// HTTPRoutes are watched only where they exist (a watch of a missing resource would fail
-/// forever and keep /readyz false), so installing the Gateway API later needs a restart of kubundle.
-pub async fn gateway_api_served(client: &Client) -> bool {
-    match client
-        .list_api_group_resources("gateway.networking.k8s.io/v1")
-        .await
-    {
-        Ok(list) => list.resources.iter().any(|r| r.name == "httproutes"),
-        Err(e) => {
-            debug!(error = %e, "no Gateway API in this cluster");
-            false
-        }
-    }
-}
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub events: Publisher,
-    pub metrics: Metrics,
-    pub settings: Settings,
-    /// Consecutive failures per AppBundle, for exponential backoff; reset on success.
-    failures: Mutex<HashMap<ObjectRef<CachedBundle>, u32>>,
-    /// Children whose last apply was a no-op (see [`Settled`]).
-    settled: Settled,
-    /// The children, as their watches and kubundle's own writes last saw them (see [`cache`]).
-    pub cache: ChildCache,
-    /// When each AppBundle's status was last written (progress is written at most every 2 s).
-    pacer: report::StatusPacer,
-    /// The AppBundle as kubundle's last status write returned it, while the cache is older.
-    own_writes: report::OwnWrites,
-    /// The ConfigMaps and Secrets the pods use (see [`config`]).
-    pub config: ConfigTracker,
-    /// Which namespaces are being deleted, asked only when a configuration object went missing.
-    namespaces: namespaces::Namespaces,
-    /// What the AppBundle CRD in the cluster lacks of this kubundle's (see [`crd_skew`]).
-    pub crd_skew: crd_skew::CrdSkew,
-    /// Asks a child kind's watch to list again when its cache was found behind (see [`relist`]).
-    pub relists: relist::Relists,
-    /// Old routing children draining while their replacement takes over (see [`routing`]).
-    handovers: routing::Handovers,
-}
-
-impl Context {
-    pub fn new(client: Client, events: Publisher, metrics: Metrics, settings: Settings) -> Self {
-        Context {
-            client,
-            events,
-            metrics,
-            failures: Mutex::default(),
-            settled: Settled::default(),
-            cache: ChildCache::default(),
-            pacer: report::StatusPacer::default(),
-            own_writes: report::OwnWrites::default(),
-            handovers: routing::Handovers::default(),
-            config: ConfigTracker::new(settings.follow_secrets),
-            namespaces: namespaces::Namespaces::default(),
-            crd_skew: crd_skew::CrdSkew::default(),
-            relists: relist::Relists::new(&ChildKind::ALL.map(ChildKind::plural)),
-            settings,
-        }
-    }
-}
+use observe::watches::{NoBackoff, WatchHealth, resilient};
 
 fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -231,7 +141,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     );
 
     let mut controller = Controller::for_stream(main, store.clone());
-    // Every kind of child: watched in full (kubundle's label only), cached (cache.rs), and each
+    // Every kind of child: watched in full (kubundle's label only), cached (observe/children_cache.rs), and each
     // change or deletion triggers its owner's reconcile.
     for kind in ChildKind::ALL {
         if kind == ChildKind::HttpRoute && !ctx.settings.gateway_api {
@@ -260,7 +170,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         controller = controller.owns_stream_with(stream, ar);
     }
     // The ConfigMaps (and Secrets) the pods use, as metadata: a change triggers the AppBundles that
-    // use the object (config.rs).
+    // use the object (observe/config_tracker.rs).
     controller = controller.watches_stream(
         config_stream::<ConfigMap>(&ctx, &health, ConfigKind::ConfigMap),
         config_users::<ConfigMap>(&ctx, ConfigKind::ConfigMap),
@@ -271,7 +181,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
             config_users::<Secret>(&ctx, ConfigKind::Secret),
         );
     }
-    // The CRD caught up with this kubundle (crd_skew.rs): every AppBundle again, for what its
+    // The CRD caught up with this kubundle (observe/crd_skew.rs): every AppBundle again, for what its
     // status and history could not hold.
     let skew = ctx.clone();
     let crd_applied = futures::stream::unfold(skew, |ctx| async move {
@@ -281,7 +191,7 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     let controller = controller
         .reconcile_all_on(crd_applied)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        // Each stream backs off on its own (see watches.rs); a shared backoff would delay all.
+        // Each stream backs off on its own (see observe/watches.rs); a shared backoff would delay all.
         .trigger_backoff(NoBackoff)
         .shutdown_on_signal();
     let recheck = {

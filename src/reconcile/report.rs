@@ -11,13 +11,25 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use super::{CachedBundle, Context};
+use super::observe::cached_bundle::CachedBundle;
+use super::observe::crd_skew::CrdSkew;
 use crate::api::{AppBundle, AppBundleStatus, READY, STALLED, TRUE, find_condition};
 use crate::error::Result;
-use crate::events::EventType;
+use crate::events::{EventType, Publisher};
+use crate::metrics::Metrics;
 use crate::render::FIELD_MANAGER;
 
 use crate::status::{PROGRESS_INTERVAL, is_milestone};
+
+/// What writing status and Events takes: the Event publisher and the metrics, the pacing of
+/// progress writes, kubundle's own last writes, and what the installed CRD can store.
+pub struct Reporter<'a> {
+    pub events: &'a Publisher,
+    pub metrics: &'a Metrics,
+    pub pacer: &'a StatusPacer,
+    pub own_writes: &'a OwnWrites,
+    pub crd_skew: &'a CrdSkew,
+}
 
 /// When each AppBundle's status was last written (by UID), to write progress at most every
 /// [`PROGRESS_INTERVAL`]. Entries older than that are dropped as the map grows.
@@ -77,7 +89,8 @@ impl OwnWrites {
             return Cow::Borrowed(cached);
         };
         let version = |b: &CachedBundle| b.metadata.resource_version.clone().unwrap_or_default();
-        match super::cache::compare_versions(&version(cached), &version(written)) {
+        match super::observe::children_cache::compare_versions(&version(cached), &version(written))
+        {
             Some(std::cmp::Ordering::Less) => Cow::Owned(written.clone()),
             // Caught up (or versions that do not compare): the cache is the truth again.
             _ => {
@@ -90,7 +103,7 @@ impl OwnWrites {
 
 /// One server-side apply of the status.
 async fn apply_status(
-    ctx: &Context,
+    ctx: &Reporter<'_>,
     api: &Api<CachedBundle>,
     name: &str,
     status: &AppBundleStatus,
@@ -114,7 +127,7 @@ async fn apply_status(
 /// held back: the answer is how soon to reconcile again to write it. `made_of` names the children
 /// ("Deployment web, Service web"), for the Event of the first rollout.
 pub async fn write_status(
-    ctx: &Context,
+    ctx: &Reporter<'_>,
     api: &Api<CachedBundle>,
     bundle: &AppBundle,
     status: &AppBundleStatus,
@@ -122,7 +135,7 @@ pub async fn write_status(
     made_of: &str,
 ) -> Result<Option<Duration>> {
     let previous = bundle.status.clone().unwrap_or_default();
-    // What the installed CRD can store of it: all of it, unless the CRD is older (crd_skew.rs).
+    // What the installed CRD can store of it: all of it, unless the CRD is older (observe/crd_skew.rs).
     let mut status = Cow::Borrowed(status);
     if ctx.crd_skew.problem().is_some() {
         status = Cow::Owned(ctx.crd_skew.fit(&status));
@@ -234,7 +247,7 @@ pub async fn write_status(
 /// Publishes an Event in the background: Events are for people, and must not slow a reconcile
 /// (nor fail it: a lost Event is logged).
 pub fn publish(
-    ctx: &Context,
+    ctx: &Reporter<'_>,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     type_: EventType,
     reason: &str,

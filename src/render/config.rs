@@ -1,6 +1,6 @@
 //! The ConfigMaps and Secrets an AppBundle's pods use, and the digest of their contents that rolls
 //! the pods when they change (`spec.rolloutOnConfigChange`). Pure: the reconciler reads the
-//! objects (reconcile/config.rs) and hands their contents in.
+//! objects (reconcile/observe/config_tracker.rs) and hands their contents in.
 //!
 //! A Deployment rolls its pods when its pod template changes, and a ConfigMap's new contents do
 //! not change the template. So kubundle writes a digest of the contents into a pod template

@@ -19,6 +19,15 @@ use crate::api::{AppBundle, PortSpec};
 /// The field manager of every write kubundle makes.
 pub const FIELD_MANAGER: &str = "kubundle";
 
+/// Whether the object's controller (the owner reference with `controller: true`, as rendered for
+/// every child) is the object of UID `uid`.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
 /// Label keys kubundle sets on its children (the Kubernetes recommended labels).
 pub mod labels {
     pub const NAME: &str = "app.kubernetes.io/name";
@@ -188,7 +197,7 @@ pub fn deployment(bundle: &AppBundle) -> Result<Deployment, RenderError> {
         spec: Some(DeploymentSpec {
             // With autoscaling, the HorizontalPodAutoscaler sets the replicas, and without
             // `spec.replicas` nobody asked for a number: kubundle leaves the field out (see
-            // reconcile/handover.rs for how the field changes hands without a dip).
+            // reconcile/children/handover.rs for how the field changes hands without a dip).
             replicas: spec.replicas.filter(|_| spec.autoscaling.is_none()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),

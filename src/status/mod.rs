@@ -3,7 +3,7 @@
 //! `observedGeneration` behind `generation`, or `Reconciling=True` -> InProgress;
 //! `Stalled=True` -> Failed; `Ready=True` -> Current.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -63,7 +63,7 @@ pub struct Observed<'a> {
     /// Why the newest pods do not become ready, when the rollout stopped making progress and
     /// kubundle read them ([`pods`]).
     pub pods: Option<&'a PodProblem>,
-    /// ConfigMaps and Secrets the pods use (not optionally) that do not exist ([`crate::reconcile::config`]).
+    /// ConfigMaps and Secrets the pods use (not optionally) that do not exist ([`crate::reconcile::observe::config_tracker`]).
     pub missing_config: &'a [ConfigRef],
     /// Secrets the pods use that `spec.rolloutOnConfigChange` cannot follow (kubundle may not
     /// read Secrets): said in Ready's message, so that no one waits for a rollout that will not come.
@@ -85,6 +85,19 @@ enum Rollout {
     Terminating(i32),
     /// Every desired pod runs the newest template and is available; no old pods are left.
     Complete,
+}
+
+/// Every pod the Deployment reports runs its newest template and is available, `desired` of each,
+/// and no old pod is left (pods still terminating aside).
+pub fn all_pods_current(s: &DeploymentStatus, desired: i32) -> bool {
+    [
+        s.updated_replicas,
+        s.ready_replicas,
+        s.available_replicas,
+        s.replicas,
+    ]
+    .iter()
+    .all(|n| n.unwrap_or(0) == desired)
 }
 
 fn rollout(desired: i32, d: &Deployment) -> Rollout {
@@ -123,7 +136,7 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
         let permanent = message.contains(" is invalid") || message.contains("violates PodSecurity");
         return Rollout::PodCreationFailed(message, permanent);
     }
-    if updated == desired && ready == desired && available == desired && total == desired {
+    if all_pods_current(status, desired) {
         if terminating > 0 {
             Rollout::Terminating(terminating)
         } else {
@@ -181,7 +194,7 @@ fn autoscaler_scaling(
 }
 
 /// External addresses of a Service (LoadBalancer ingress IPs or hostnames).
-fn external_addresses(svc: &Service) -> Vec<String> {
+pub fn external_addresses(svc: &Service) -> Vec<String> {
     svc.status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())

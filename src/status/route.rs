@@ -162,13 +162,7 @@ pub fn readiness(
             "creating the Ingress".into(),
         )));
     };
-    let address = ingress
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .and_then(|i| i.first())
-        .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
+    let address = ingress_addresses(ingress).into_iter().next();
     Some(match address {
         None => Err((
             reason::WAITING_FOR_INGRESS,
@@ -180,6 +174,17 @@ pub fn readiness(
             Ok(Some(format!("{scheme}://{host}{path}")))
         }
     })
+}
+
+/// The addresses an ingress controller gave an Ingress (IPs or hostnames), in its order.
+pub fn ingress_addresses(ingress: &Ingress) -> Vec<String> {
+    ingress
+        .status
+        .iter()
+        .filter_map(|s| s.load_balancer.as_ref())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .filter_map(|a| a.ip.clone().or_else(|| a.hostname.clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,25 +15,7 @@
 //! Anything else that differs (a value kubundle set and someone changed, an entry of kubundle's
 //! that was removed) is drift, and kubundle applies its rendering again.
 
-use kube::ResourceExt;
-use kube::api::DynamicObject;
 use serde_json::Value;
-
-use crate::render::FIELD_MANAGER;
-
-/// Whether kubundle's own apply owns `spec.replicas` of `live` (then a rendering without the
-/// field would remove it: see handover.rs).
-pub fn kubundle_owns_replicas(live: &DynamicObject) -> bool {
-    live.managed_fields().iter().any(|entry| {
-        entry.manager.as_deref() == Some(FIELD_MANAGER)
-            && entry.operation.as_deref() == Some("Apply")
-            && entry
-                .fields_v1
-                .as_ref()
-                .and_then(|f| f.0.get("f:spec"))
-                .is_some_and(|spec| spec.get("f:replicas").is_some())
-    })
-}
 
 /// Fields whose zero value means "use the default", which the API server then stores (a probe's
 /// `periodSeconds: 0` is stored as 10). Only these: elsewhere a zero is a value of its own

@@ -8,6 +8,10 @@
 //! applied concurrently, each to completion: one child's refusal never cancels another's
 //! request halfway.
 
+pub mod drift;
+pub mod handover;
+pub mod routing;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -17,12 +21,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
 
-use super::cache::{Cached, ChildCache, MUST_NOT_EXIST};
-use super::compare::covers;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::render::{ChildKind, FIELD_MANAGER, Rendered, labels};
+use crate::reconcile::observe::children_cache::{
+    Cached, ChildCache, MUST_NOT_EXIST, kubundle_owns_replicas,
+};
+use crate::render::{ChildKind, FIELD_MANAGER, Rendered, controlled_by, labels};
 use crate::status::Blocker;
+use drift::covers;
 
 /// Annotation on each child: a hash of kubundle's rendering of it. With the rendered fields
 /// themselves, it tells whether the child is up to date without writing to it.
@@ -203,14 +209,6 @@ fn conflict_message(kind: &str, name: &str, meta: &kube::api::ObjectMeta) -> Str
     }
 }
 
-/// The AppBundle controls the object.
-pub fn controlled_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
-}
-
 /// kubundle made the object for an AppBundle of this name, and nothing controls it now.
 fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
     let label = |k: &str| {
@@ -313,9 +311,7 @@ impl Child {
     pub async fn refresh(&mut self, owner_uid: &str, bundle_name: &str) -> Result<(), kube::Error> {
         let name = self.desired.meta().name.clone().unwrap_or_default();
         let live = self.api.get_opt(&name).await?;
-        self.owns_replicas = live
-            .as_ref()
-            .is_some_and(super::compare::kubundle_owns_replicas);
+        self.owns_replicas = live.as_ref().is_some_and(kubundle_owns_replicas);
         self.found = classify(self.kind, live, owner_uid, bundle_name);
         Ok(())
     }
@@ -347,7 +343,7 @@ impl Child {
                         info!(kind = self.kind.name(), child = name, change = ?Change::Created, "applied");
                         ctx.cache.record(self.kind, &created);
                         ctx.settled.forget(&self.settled_key());
-                        self.owns_replicas = super::compare::kubundle_owns_replicas(&created);
+                        self.owns_replicas = kubundle_owns_replicas(&created);
                         self.found = Found::Ours(created);
                         return Ok(Change::Created);
                     }
@@ -389,7 +385,7 @@ impl Child {
             change
         };
         ctx.cache.record(self.kind, &applied);
-        self.owns_replicas = super::compare::kubundle_owns_replicas(&applied);
+        self.owns_replicas = kubundle_owns_replicas(&applied);
         self.found = Found::Ours(applied);
         Ok(change)
     }

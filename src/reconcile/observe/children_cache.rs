@@ -33,7 +33,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use tokio::sync::Notify;
 
-use crate::render::ChildKind;
+use crate::render::{ChildKind, FIELD_MANAGER};
 
 /// A resourceVersion no stored object has (etcd's first write is revision 2): applied as a
 /// precondition, it makes server-side apply create the object if it is absent and refuse (409
@@ -63,7 +63,7 @@ pub struct Cached {
 impl Cached {
     /// The cached form of an object of `kind` the API server returned.
     pub fn new(kind: ChildKind, obj: &DynamicObject) -> Cached {
-        let owns_replicas = super::compare::kubundle_owns_replicas(obj);
+        let owns_replicas = kubundle_owns_replicas(obj);
         let mut slim = obj.clone();
         // The items of a list come without their apiVersion and kind.
         if slim.types.is_none() {
@@ -307,6 +307,20 @@ impl ChildCache {
         };
         let _ = tokio::time::timeout_at(deadline, synced).await;
     }
+}
+
+/// Whether kubundle's own apply owns `spec.replicas` of `live` (then a rendering without the
+/// field would remove it: see reconcile/children/handover.rs).
+pub fn kubundle_owns_replicas(live: &DynamicObject) -> bool {
+    live.managed_fields().iter().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .is_some_and(|spec| spec.get("f:replicas").is_some())
+    })
 }
 
 #[cfg(test)]

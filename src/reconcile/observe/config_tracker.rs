@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::CachedBundle;
+use super::cached_bundle::CachedBundle;
 use crate::render::config::{ConfigKind, ConfigRef, content_hash, digest};
 
 /// (kind, namespace, name) of a ConfigMap or Secret.

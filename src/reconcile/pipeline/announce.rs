@@ -69,7 +69,7 @@ fn config_changed(
         .collect::<Vec<_>>()
         .join(", ");
     publish(
-        run.ctx,
+        &run.ctx.reporter(),
         &run.reference,
         EventType::Normal,
         "ConfigChanged",
@@ -117,5 +117,11 @@ pub(super) fn announce(
     } else {
         "Created"
     };
-    publish(ctx, reference, EventType::Normal, reason, notes.join("; "));
+    publish(
+        &ctx.reporter(),
+        reference,
+        EventType::Normal,
+        reason,
+        notes.join("; "),
+    );
 }

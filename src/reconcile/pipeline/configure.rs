@@ -11,7 +11,7 @@ use tracing::debug;
 use super::Step;
 use crate::api::{AppBundle, READY, find_condition, reason};
 use crate::reconcile::Context;
-use crate::reconcile::config::Resolved;
+use crate::reconcile::observe::config_tracker::Resolved;
 use crate::render::config::{CONFIG_DIGEST, ConfigRef};
 use crate::render::{self, ChildKind};
 

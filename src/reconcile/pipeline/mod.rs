@@ -85,7 +85,7 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     let drain_recheck = written.drain_recheck;
     announce::changes(&run, &bundle, &config, &children, written.changes, &status);
     let held_back = write_status(
-        ctx,
+        &ctx.reporter(),
         &run.status_api,
         &bundle,
         &status,
@@ -207,7 +207,7 @@ impl<'a> Run<'a> {
             &self.now,
         );
         let held_back = write_status(
-            self.ctx,
+            &self.ctx.reporter(),
             &self.status_api,
             bundle,
             &status,

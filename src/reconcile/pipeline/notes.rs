@@ -12,7 +12,7 @@ use super::Run;
 use super::record::BLOCKED_HISTORY_RETRY;
 use super::write::Written;
 use crate::api::{AppBundle, AppBundleStatus, READY, find_condition, reason};
-use crate::reconcile::routing;
+use crate::reconcile::children::routing;
 use crate::render;
 use crate::status;
 

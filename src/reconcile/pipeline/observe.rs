@@ -19,9 +19,9 @@ use super::read::Children;
 use super::{Run, Step};
 use crate::api::AppBundle;
 use crate::reconcile::Context;
-use crate::reconcile::cache::compare_versions;
 use crate::reconcile::children::Child;
-use crate::reconcile::config::Resolved;
+use crate::reconcile::observe::children_cache::compare_versions;
+use crate::reconcile::observe::config_tracker::Resolved;
 use crate::render::{self, ChildKind};
 use crate::status::pods::{self, PodProblem, Progress};
 use crate::status::route::GatewayLook;
@@ -72,7 +72,7 @@ pub(super) async fn observe<'a>(
         &run.now,
     );
     let unblocked = children.blocker.is_none();
-    // A rollout that seems stuck may be a cache that missed the Deployment's changes (relist.rs).
+    // A rollout that seems stuck may be a cache that missed the Deployment's changes (observe/relist.rs).
     if matches!(progress, Progress::Stuck)
         && unblocked
         && deployment_cache_behind(ctx, ns, name).await

@@ -1,6 +1,6 @@
 //! The record step: the rollout history. Children adopted after an orphan delete bring their
 //! revisions with them; a spec that became Ready is recorded as the newest revision, once
-//! (src/reconcile/history.rs writes the ControllerRevisions).
+//! (src/reconcile/revisions.rs writes the ControllerRevisions).
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use super::Run;
 use super::write::Written;
 use crate::api::{AppBundle, AppBundleStatus, READY, TRUE, find_condition};
 use crate::reconcile::children::Change;
-use crate::reconcile::history;
+use crate::reconcile::revisions as history;
 use crate::status::{self, Blocker};
 
 /// How soon to try again when the rollout history could not be recorded.
@@ -39,11 +39,11 @@ pub(super) async fn history(
             Err(e) => warn!(error = %e, "cannot adopt the orphaned rollout history"),
         }
     }
-    // Ready on the newest spec: it is the newest revision (recorded once; history.rs).
+    // Ready on the newest spec: it is the newest revision (recorded once; revisions.rs).
     let due = blocker.is_none()
         && find_condition(&status.conditions, READY).is_some_and(|c| c.status == TRUE)
         && history::unrecorded(bundle)
-        // A CRD older than kubundle cannot store the revision fields (crd_skew.rs).
+        // A CRD older than kubundle cannot store the revision fields (observe/crd_skew.rs).
         && !ctx.crd_skew.blocks_history();
     if !due {
         return None;

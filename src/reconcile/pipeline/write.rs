@@ -5,7 +5,7 @@
 //! A new AppBundle's children (creates only) need no dry run: the Deployment comes last, once
 //! every other child was created, so no pods run without their Service. The writes then go in
 //! that order too: the other children, the Deployment, and only then the deletion of children
-//! the spec no longer asks for (the old way in stays until the new one routes: routing.rs).
+//! the spec no longer asks for (the old way in stays until the new one routes: children/routing.rs).
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::api::AppBundle;
 use crate::error::Result;
 use crate::reconcile::CachedBundle;
 use crate::reconcile::children::{self, Change, Child, Writing, is_definite_refusal};
-use crate::reconcile::{handover, routing};
+use crate::reconcile::children::{handover, routing};
 use crate::render::{self, ChildKind};
 use crate::status::Blocker;
 
@@ -187,7 +187,7 @@ async fn apply_in_order(
     }
     for (i, (c, n)) in set.iter_mut().zip(needed).enumerate() {
         if c.kind == ChildKind::Deployment {
-            // The replicas pass to the autoscaler, or to nobody, without a dip (handover.rs).
+            // The replicas pass to the autoscaler, or to nobody, without a dip (children/handover.rs).
             handover::release_replicas(bundle, c, writing.metrics).await?;
             results[i] = c.apply(*n, writing).await;
         }
