@@ -84,11 +84,63 @@ impl Metrics {
     pub fn new() -> Self {
         let registry =
             Registry::new_custom(Some("kubundle".into()), None).expect("valid registry prefix");
-        let reconciles = IntCounterVec::new(
-            Opts::new("reconcile_total", "Reconciles of AppBundles, by result"),
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+            registry.register(Box::new(c.clone())).unwrap();
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::IntGauge::new(name, help).unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g
+        };
+        let reconciles = counters(
+            "reconcile_total",
+            "Reconciles of AppBundles, by result",
             &["result"],
+        );
+        let errors = counters(
+            "reconcile_errors_total",
+            "Failed reconciles, by error reason",
+            &["reason"],
+        );
+        let writes = counters(
+            "api_writes_total",
+            "Write requests kubundle sent to the API server, by kind and verb",
+            &["kind", "verb"],
+        );
+        let requests = counters(
+            "api_requests_total",
+            "Requests kubundle sent to the API server (reads, watches and writes), by verb",
+            &["verb"],
+        );
+        let watch_errors = counters(
+            "watch_errors_total",
+            "Failed watch requests (the stream retries with backoff), by resource",
+            &["resource"],
+        );
+        let cache_stale = counters(
+            "cache_stale_total",
+            "Cached children found behind the API server (their watch missed events; it lists again), by resource",
+            &["resource"],
+        );
+        let leader = gauge(
+            "leader",
+            "1 while this replica is the leader and reconciles (or leader election is off), 0 while it stands by",
+        );
+        let crd_missing_fields = gauge(
+            "crd_missing_fields",
+            "Status fields this kubundle writes that the installed AppBundle CRD does not declare (apply the CRD of this version when not 0)",
+        );
+        let appbundles = IntGaugeVec::new(
+            Opts::new(
+                "appbundles",
+                "AppBundles watched, by the status of their Ready condition",
+            ),
+            &["ready"],
         )
         .unwrap();
+        registry.register(Box::new(appbundles.clone())).unwrap();
         let reconcile_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "reconcile_duration_seconds",
@@ -99,109 +151,16 @@ impl Metrics {
             ]),
         )
         .unwrap();
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "reconcile_errors_total",
-                "Failed reconciles, by error reason",
-            ),
-            &["reason"],
-        )
-        .unwrap();
-        let writes = IntCounterVec::new(
-            Opts::new(
-                "api_writes_total",
-                "Write requests kubundle sent to the API server, by kind and verb",
-            ),
-            &["kind", "verb"],
-        )
-        .unwrap();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "api_requests_total",
-                "Requests kubundle sent to the API server (reads, watches and writes), by verb",
-            ),
-            &["verb"],
-        )
-        .unwrap();
-        let appbundles = IntGaugeVec::new(
-            Opts::new(
-                "appbundles",
-                "AppBundles watched, by the status of their Ready condition",
-            ),
-            &["ready"],
-        )
-        .unwrap();
-        let leader = prometheus::IntGauge::new(
-            "leader",
-            "1 while this replica is the leader and reconciles (or leader election is off), 0 while it stands by",
-        )
-        .unwrap();
-        let watch_errors = IntCounterVec::new(
-            Opts::new(
-                "watch_errors_total",
-                "Failed watch requests (the stream retries with backoff), by resource",
-            ),
-            &["resource"],
-        )
-        .unwrap();
-        let crd_missing_fields = prometheus::IntGauge::new(
-            "crd_missing_fields",
-            "Status fields this kubundle writes that the installed AppBundle CRD does not declare (apply the CRD of this version when not 0)",
-        )
-        .unwrap();
-        let cache_stale = IntCounterVec::new(
-            Opts::new(
-                "cache_stale_total",
-                "Cached children found behind the API server (their watch missed events; it lists again), by resource",
-            ),
-            &["resource"],
-        )
-        .unwrap();
-        for c in [
-            Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(cache_stale.clone()),
-            Box::new(crd_missing_fields.clone()),
-            Box::new(watch_errors.clone()),
-            Box::new(reconciles.clone()),
-            Box::new(reconcile_duration.clone()),
-            Box::new(errors.clone()),
-            Box::new(writes.clone()),
-            Box::new(requests.clone()),
-            Box::new(appbundles.clone()),
-        ] {
-            registry.register(c).unwrap();
-        }
+        registry
+            .register(Box::new(reconcile_duration.clone()))
+            .unwrap();
         let process = Registry::new();
         process
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .unwrap();
-        // Every series is exported from the start (at 0), so rates and alerts work before the first event.
-        for result in ["success", "error"] {
-            reconciles.with_label_values(&[result]).reset();
-        }
-        for resource in ["appbundles", "deployments", "services"] {
-            watch_errors.with_label_values(&[resource]).reset();
-        }
-        cache_stale.with_label_values(&["deployments"]).reset();
-        for reason in crate::error::Error::LABELS {
-            errors.with_label_values(&[reason]).reset();
-        }
-        for (kind, verb) in [
-            ("Deployment", "apply"),
-            ("Service", "apply"),
-            ("AppBundle", "apply_status"),
-            ("Event", "publish"),
-            ("Lease", "create"),
-            ("Lease", "update"),
-        ] {
-            writes.with_label_values(&[kind, verb]).reset();
-        }
-        for verb in VERBS {
-            requests.with_label_values(&[verb]).reset();
-        }
-        Metrics {
+        let metrics = Metrics {
             registry,
             reconciles,
             reconcile_duration,
@@ -214,6 +173,36 @@ impl Metrics {
             crd_missing_fields,
             cache_stale,
             process,
+        };
+        metrics.export_at_zero();
+        metrics
+    }
+
+    /// Every series is exported from the start (at 0), so rates and alerts work before the first
+    /// event.
+    fn export_at_zero(&self) {
+        for result in ["success", "error"] {
+            self.reconciles.with_label_values(&[result]).reset();
+        }
+        for resource in ["appbundles", "deployments", "services"] {
+            self.watch_errors.with_label_values(&[resource]).reset();
+        }
+        self.cache_stale.with_label_values(&["deployments"]).reset();
+        for reason in crate::error::Error::LABELS {
+            self.errors.with_label_values(&[reason]).reset();
+        }
+        for (kind, verb) in [
+            ("Deployment", "apply"),
+            ("Service", "apply"),
+            ("AppBundle", "apply_status"),
+            ("Event", "publish"),
+            ("Lease", "create"),
+            ("Lease", "update"),
+        ] {
+            self.writes.with_label_values(&[kind, verb]).reset();
+        }
+        for verb in VERBS {
+            self.requests.with_label_values(&[verb]).reset();
         }
     }
 

@@ -211,19 +211,16 @@ fn replicas_note(spec: &Value, running: Option<i64>) -> String {
     }
 }
 
-pub async fn rollback(
-    client: &Client,
-    ns: &str,
-    name: &str,
+/// The revision to roll back to: `to`, or like `kubectl rollout undo` the one before the one that
+/// runs.
+fn target_revision<'a>(
+    revs: &'a [Revision],
+    typed: &AppBundle,
     to: Option<i64>,
-    force: bool,
-    dry_run: bool,
-    json: bool,
-) -> Result<String, PluginError> {
-    let typed = bundle(client, ns, name).await?;
-    let revs = recorded(client, ns, &typed).await?;
+) -> Result<&'a Revision, PluginError> {
+    let name = typed.name_any();
     let current_number = typed.status.as_ref().and_then(|s| s.revision);
-    let target = match to {
+    Ok(match to {
         Some(n) => revs.iter().find(|r| r.number == n).ok_or_else(|| {
             PluginError::User(format!(
                 "appbundle/{name} has no revision {n} (kubectl kubundle history {name} lists them)"
@@ -252,7 +249,21 @@ pub async fn rollback(
                     ))
                 })?
         }
-    };
+    })
+}
+
+pub async fn rollback(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    to: Option<i64>,
+    force: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<String, PluginError> {
+    let typed = bundle(client, ns, name).await?;
+    let revs = recorded(client, ns, &typed).await?;
+    let target = target_revision(&revs, &typed, to)?;
     let ar = ApiResource::erase::<AppBundle>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let mut obj = api

@@ -89,9 +89,6 @@ pub struct Handles {
 
 /// Builds the controller; the future drives it until SIGTERM/SIGINT.
 pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Handles) {
-    let client = ctx.client.clone();
-    let ns = ctx.settings.namespace.clone();
-    let bundles: Api<CachedBundle> = api_for(&client, ns.as_deref());
     let mut streams = vec!["appbundles"];
     streams.extend(ChildKind::ALL.map(ChildKind::plural));
     streams.push("configmaps");
@@ -105,84 +102,11 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
     let writer = Writer::default();
     let store = writer.as_reader();
     let synced = Arc::new(AtomicBool::new(false));
-    let flag = synced.clone();
-    let main = reflector(
-        writer,
-        resilient(
-            "appbundles",
-            watcher(bundles, watcher::Config::default().page_size(LIST_PAGE)),
-            health.clone(),
-            ctx.metrics.clone(),
-        )
-        .modify(CachedBundle::slim),
-    )
-    .inspect({
-        let ctx = ctx.clone();
-        move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) && !flag.swap(true, Ordering::Relaxed)
-            {
-                info!("AppBundle cache synced; reconciling");
-            }
-            // A deleted AppBundle no longer uses any ConfigMap (it may go without a reconcile
-            // seeing it go).
-            if let Ok(watcher::Event::Delete(gone)) = event {
-                ctx.config
-                    .forget(&gone.namespace().unwrap_or_default(), &gone.name_any());
-            }
-        }
-    })
-    .applied_objects()
-    // Only spec changes (a new generation) and label changes (labels pass on to the children)
-    // trigger a reconcile from the AppBundle itself: its own status writes do not. Children's
-    // changes trigger through their watches.
-    .predicate_filter(
-        predicates::generation.combine(predicates::labels),
-        PredicateConfig::default(),
-    );
-
-    let mut controller = Controller::for_stream(main, store.clone());
-    // Every kind of child: watched in full (kubundle's label only), cached (observe/children_cache.rs), and each
-    // change or deletion triggers its owner's reconcile.
-    for kind in ChildKind::ALL {
-        if kind == ChildKind::HttpRoute && !ctx.settings.gateway_api {
-            ctx.cache.mark_unwatched(kind);
-            continue;
-        }
-        let ar = kind.api_resource();
-        let api: Api<DynamicObject> = match ns.as_deref() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let cache_ctx = ctx.clone();
-        let stream = resilient(
-            kind.plural(),
-            ctx.relists
-                .relistable(kind.plural(), move || watcher(api.clone(), ours_config())),
-            health.clone(),
-            ctx.metrics.clone(),
-        )
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                cache_ctx.cache.observe(kind, event);
-            }
-        })
-        .touched_objects();
-        controller = controller.owns_stream_with(stream, ar);
-    }
-    // The ConfigMaps (and Secrets) the pods use, as metadata: a change triggers the AppBundles that
-    // use the object (observe/config_tracker.rs).
-    controller = controller.watches_stream(
-        config_stream::<ConfigMap>(&ctx, &health, ConfigKind::ConfigMap),
-        config_users::<ConfigMap>(&ctx, ConfigKind::ConfigMap),
-    );
-    if ctx.settings.follow_secrets {
-        controller = controller.watches_stream(
-            config_stream::<Secret>(&ctx, &health, ConfigKind::Secret),
-            config_users::<Secret>(&ctx, ConfigKind::Secret),
-        );
-    }
-    // The CRD caught up with this kubundle (observe/crd_skew.rs): every AppBundle again, for what its
-    // status and history could not hold.
+    let main = bundle_stream(&ctx, &health, writer, synced.clone());
+    let controller = Controller::for_stream(main, store.clone());
+    let controller = watch_config(watch_children(controller, &ctx, &health), &ctx, &health);
+    // The CRD caught up with this kubundle (observe/crd_skew.rs): every AppBundle again, for what
+    // its status and history could not hold.
     let skew = ctx.clone();
     let crd_applied = futures::stream::unfold(skew, |ctx| async move {
         ctx.crd_skew.closed().await;
@@ -217,6 +141,108 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
             synced,
             watches: health,
         },
+    )
+}
+
+/// The AppBundles' watch, into the reflector's `writer`; `synced` is set once they listed.
+fn bundle_stream(
+    ctx: &Arc<Context>,
+    health: &Arc<WatchHealth>,
+    writer: Writer<CachedBundle>,
+    synced: Arc<AtomicBool>,
+) -> impl futures::Stream<Item = std::result::Result<CachedBundle, watcher::Error>> + Send + 'static
+{
+    let bundles: Api<CachedBundle> = api_for(&ctx.client, ctx.settings.namespace.as_deref());
+    reflector(
+        writer,
+        resilient(
+            "appbundles",
+            watcher(bundles, watcher::Config::default().page_size(LIST_PAGE)),
+            health.clone(),
+            ctx.metrics.clone(),
+        )
+        .modify(CachedBundle::slim),
+    )
+    .inspect({
+        let ctx = ctx.clone();
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && !synced.swap(true, Ordering::Relaxed)
+            {
+                info!("AppBundle cache synced; reconciling");
+            }
+            // A deleted AppBundle no longer uses any ConfigMap (it may go without a reconcile
+            // seeing it go).
+            if let Ok(watcher::Event::Delete(gone)) = event {
+                ctx.config
+                    .forget(&gone.namespace().unwrap_or_default(), &gone.name_any());
+            }
+        }
+    })
+    .applied_objects()
+    // Only spec changes (a new generation) and label changes (labels pass on to the children)
+    // trigger a reconcile from the AppBundle itself: its own status writes do not. Children's
+    // changes trigger through their watches.
+    .predicate_filter(
+        predicates::generation.combine(predicates::labels),
+        PredicateConfig::default(),
+    )
+}
+
+/// Every kind of child: watched in full (kubundle's label only), cached
+/// (observe/children_cache.rs), and each change or deletion triggers its owner's reconcile.
+fn watch_children(
+    mut controller: Controller<CachedBundle>,
+    ctx: &Arc<Context>,
+    health: &Arc<WatchHealth>,
+) -> Controller<CachedBundle> {
+    let ns = ctx.settings.namespace.as_deref();
+    for kind in ChildKind::ALL {
+        if kind == ChildKind::HttpRoute && !ctx.settings.gateway_api {
+            ctx.cache.mark_unwatched(kind);
+            continue;
+        }
+        let ar = kind.api_resource();
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+            None => Api::all_with(ctx.client.clone(), &ar),
+        };
+        let cache_ctx = ctx.clone();
+        let stream = resilient(
+            kind.plural(),
+            ctx.relists
+                .relistable(kind.plural(), move || watcher(api.clone(), ours_config())),
+            health.clone(),
+            ctx.metrics.clone(),
+        )
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                cache_ctx.cache.observe(kind, event);
+            }
+        })
+        .touched_objects();
+        controller = controller.owns_stream_with(stream, ar);
+    }
+    controller
+}
+
+/// The ConfigMaps (and Secrets) the pods use, as metadata: a change triggers the AppBundles that
+/// use the object (observe/config_tracker.rs).
+fn watch_config(
+    controller: Controller<CachedBundle>,
+    ctx: &Arc<Context>,
+    health: &Arc<WatchHealth>,
+) -> Controller<CachedBundle> {
+    let controller = controller.watches_stream(
+        config_stream::<ConfigMap>(ctx, health, ConfigKind::ConfigMap),
+        config_users::<ConfigMap>(ctx, ConfigKind::ConfigMap),
+    );
+    if !ctx.settings.follow_secrets {
+        return controller;
+    }
+    controller.watches_stream(
+        config_stream::<Secret>(ctx, health, ConfigKind::Secret),
+        config_users::<Secret>(ctx, ConfigKind::Secret),
     )
 }
 
