@@ -10,14 +10,15 @@
 //! - [`plugin`]: the kubectl plugin (`kubectl kubundle status|history|rollback`).
 //! - [`events`]: Kubernetes Events about AppBundles.
 //! - [`hash`]: the one stable hash behind every digest and name kubundle writes.
-//! - [`metrics`], [`http`]: the Prometheus metrics and the health endpoints.
+//! - [`metrics`], [`endpoints`]: the Prometheus metrics and the HTTP endpoints (/metrics, /healthz,
+//!   /readyz).
 
 pub mod api;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod hash;
 pub mod history;
-pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;

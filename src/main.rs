@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use kubundle::http::{HttpState, router};
+use kubundle::endpoints::{HttpState, router};
 use kubundle::leader::{Elector, Timing};
 use kubundle::metrics::Metrics;
 use kubundle::reconcile::{Context, Settings, check_crd, controller};

@@ -2,7 +2,7 @@
 //! HTTPRoute) and an Ingress, the old routing child keeps carrying the requests until the new one
 //! does: first until the new one is ready (the HTTPRoute accepted by its Gateway for its current
 //! generation, the Ingress given an address by its controller: Ready's own judgement,
-//! status/http.rs), then for [`DRAIN`] more, because a controller reports before its proxies have
+//! status/route.rs), then for [`DRAIN`] more, because a controller reports before its proxies have
 //! loaded the route (Traefik publishes a provider's changes at most every 2 s). Deleting the old
 //! child at once, or as soon as the new one was accepted, left a gap in which neither routed:
 //! with Traefik, 2 requests of 194 got a 404 in either case.
