@@ -9,11 +9,13 @@ use kube::Api;
 use tracing::debug;
 
 use super::Run;
-use super::record::BLOCKED_HISTORY_RETRY;
 use super::write::Written;
 use crate::api::{AppBundle, AppBundleStatus, READY, find_condition, reason};
 use crate::reconcile::children::routing;
 use crate::render;
+
+/// How soon a missing IngressClass is looked at again (its creation is no event kubundle watches).
+const CLASS_RECHECK: Duration = Duration::from_secs(60);
 use crate::status;
 
 /// Adds the notes to Ready's message; when to look at a missing IngressClass again.
@@ -29,7 +31,7 @@ pub(super) async fn on_ready(
     }
     let note = missing_ingress_class(run, bundle, status).await?;
     status::note_on_ready(status, &note);
-    Some(BLOCKED_HISTORY_RETRY)
+    Some(CLASS_RECHECK)
 }
 
 /// While Ready waits for the Ingress's address: the named IngressClass, when it does not exist

@@ -16,7 +16,7 @@ use crate::status::{self, Blocker};
 /// How soon to try again when the rollout history could not be recorded.
 const HISTORY_RETRY: Duration = Duration::from_secs(10);
 /// How soon a revision name held by another owner is looked at again.
-pub(super) const BLOCKED_HISTORY_RETRY: Duration = Duration::from_secs(60);
+const BLOCKED_HISTORY_RETRY: Duration = Duration::from_secs(60);
 
 /// Records what is to be recorded into `status` (revision numbers, or a note on Ready); when to
 /// try again, if the history could not be recorded.

@@ -69,16 +69,13 @@ pub(super) async fn as_a_unit(
     };
     let (results, pruned) = match dry_run(&mut children.set, &needed, &writing).await {
         // The refusal is told as the real write's would be (below); nothing was written.
-        Some(refused) => (
-            refused,
-            children.stale.iter().map(|_| Ok(Change::None)).collect(),
-        ),
+        Some(refused) => (refused, unchanged(children.stale.len())),
         None => {
             let results = apply_in_order(bundle, &mut children.set, &needed, &writing).await?;
             let pruned = if all_ok(&results, &children.set) {
                 prune_stale(run, bundle, children, &mut written).await
             } else {
-                children.stale.iter().map(|_| Ok(Change::None)).collect()
+                unchanged(children.stale.len())
             };
             (results, pruned)
         }
@@ -157,6 +154,11 @@ async fn dry_run(
     })
 }
 
+/// `n` outcomes of no write.
+fn unchanged(n: usize) -> Vec<Outcome> {
+    (0..n).map(|_| Ok(Change::None)).collect()
+}
+
 /// Whether every write went through and no child turned out blocked.
 fn all_ok(results: &[Outcome], set: &[Child]) -> bool {
     results.iter().all(Result::is_ok) && set.iter().all(|c| c.blocker().is_none())
@@ -170,7 +172,7 @@ async fn apply_in_order(
     needed: &[Change],
     writing: &Writing<'_>,
 ) -> Result<Vec<Outcome>> {
-    let mut results: Vec<Outcome> = (0..set.len()).map(|_| Ok(Change::None)).collect();
+    let mut results = unchanged(set.len());
     let others = futures::future::join_all(
         set.iter_mut()
             .zip(needed)
