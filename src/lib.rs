@@ -10,10 +10,13 @@
 //! - [`plugin`]: the kubectl plugin (`kubectl kubundle status|history|rollback`).
 //! - [`events`]: Kubernetes Events about AppBundles.
 //! - [`hash`]: the one stable hash behind every digest and name kubundle writes.
+//! - [`client`]: the operator's Kubernetes client (a count of every request, a deadline for each
+//!   answer).
 //! - [`metrics`], [`endpoints`]: the Prometheus metrics and the HTTP endpoints (/metrics, /healthz,
 //!   /readyz).
 
 pub mod api;
+pub mod client;
 pub mod endpoints;
 pub mod error;
 pub mod events;

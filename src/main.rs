@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client};
+use kube::Api;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
+use kubundle::client::operator_client;
 use kubundle::endpoints::{HttpState, router};
 use kubundle::leader::{Elector, Timing};
 use kubundle::metrics::Metrics;
@@ -98,30 +99,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// A client configured as `Client::try_default` would be (in-cluster, or KUBECONFIG), that counts
-/// every request it sends in `kubundle_api_requests_total`.
-async fn counting_client(metrics: &Metrics) -> Result<Client, kube::Error> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(kube::Error::InferConfig)?;
-    let metrics = metrics.clone();
-    let count =
-        tower::ServiceBuilder::new().map_request(move |req: http::Request<kube::client::Body>| {
-            metrics.request(&req);
-            req
-        });
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&count.into_inner())
-        .build())
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
 
     let metrics = Metrics::new();
-    let client = match counting_client(&metrics).await {
+    let client = match operator_client(&metrics).await {
         Ok(client) => client,
         Err(e) => {
             error!(error = %e, "cannot configure a Kubernetes client (in-cluster config or KUBECONFIG)");

@@ -1,6 +1,7 @@
-//! The fault suite: the API server and etcd stopped and started again, the operator killed with
-//! SIGKILL in the middle of a rollout. tests/run.sh runs it alone (it disrupts the whole cluster),
-//! after stopping its own operator: each test starts the operator it observes.
+//! The fault suite: the API server and etcd stopped and started again (etcd also with every
+//! connection the operator had open black-holed), the operator killed with SIGKILL in the middle
+//! of a rollout. tests/run.sh runs it alone (it disrupts the whole cluster), after stopping its own
+//! operator: each test starts the operator it observes.
 
 mod support;
 
@@ -41,7 +42,13 @@ mod faults {
     /// Stops `component` for `down` seconds while checking /readyz; then makes a spec change and
     /// a drift and measures how long kubundle takes to apply and repair them.
     /// `bound`: how soon after it is made a change must be applied (and a drift undone).
-    async fn outage(component: &str, down: u64, expect_not_ready: bool, bound: Duration) {
+    async fn outage(
+        component: &str,
+        down: u64,
+        expect_not_ready: bool,
+        black_hole: bool,
+        bound: Duration,
+    ) {
         let client = client().await;
         let operator = start_operator().await;
         let ns = create_namespace(&client, &format!("fault-{component}")).await;
@@ -52,6 +59,9 @@ mod faults {
         wait_bundle(&api, "web", Duration::from_secs(120), "Ready", is_ready).await;
         let readyz = format!("{}/readyz", operator.url);
         assert_eq!(http_status(&readyz).await, Some(200));
+        // Every connection the operator has open goes silent from here on, as when a NAT or a
+        // load balancer forgets them: no reset, no error; only new connections get through.
+        let _silenced = black_hole.then(|| BlackHole::connections_of(&operator));
 
         let component_name = component.to_string();
         let restart = tokio::task::spawn_blocking(move || {
@@ -249,7 +259,7 @@ mod faults {
     /// 327 s, with /readyz saying 200 throughout.)
     #[tokio::test]
     async fn api_server_down_for_a_minute() {
-        outage("kube-apiserver", 60, true, Duration::from_secs(10)).await;
+        outage("kube-apiserver", 60, true, false, Duration::from_secs(10)).await;
     }
 
     /// etcd stopped for 20 s: the API server answers with errors meanwhile; afterwards kubundle
@@ -258,7 +268,94 @@ mod faults {
     /// saw the change's watch event arrive after more than 10 s), so the bound here is 60 s.
     #[tokio::test]
     async fn etcd_down_for_20_seconds() {
-        outage("etcd", 20, false, Duration::from_secs(60)).await;
+        outage("etcd", 20, false, false, Duration::from_secs(60)).await;
+    }
+
+    /// etcd stopped for 20 s while every connection the operator had open was black-holed (its
+    /// packets dropped both ways, nothing reset): its watches lose every event from then on
+    /// without an error, and requests sent on those connections get no answer. A change and a
+    /// drift made after etcd is back must still be handled and the status converge: the watches
+    /// give up on a stream silent for 35 s (WATCH_TIMEOUT + 5 s) and requests on a dead
+    /// connection fail after 30 s, so both go on over new connections. (Before: the watches
+    /// waited 295 s, and a request on a dead connection waited forever.)
+    #[tokio::test]
+    async fn etcd_down_with_the_operators_connections_black_holed() {
+        outage("etcd", 20, false, true, Duration::from_secs(90)).await;
+    }
+
+    /// iptables rules dropping the packets of the TCP connections a process had open to the API
+    /// server when they were made; removed when dropped.
+    struct BlackHole {
+        rules: Vec<Vec<String>>,
+    }
+
+    impl BlackHole {
+        fn connections_of(operator: &Operator) -> BlackHole {
+            let server = kube::config::Kubeconfig::read_from(kubeconfig_path())
+                .unwrap()
+                .clusters[0]
+                .cluster
+                .as_ref()
+                .unwrap()
+                .server
+                .clone()
+                .unwrap();
+            let authority = server.trim_start_matches("https://").trim_end_matches('/');
+            let (ip, port) = authority.rsplit_once(':').unwrap();
+            let pid = format!("pid={},", operator.child.id());
+            let sockets = run_ok(std::process::Command::new("ss").args([
+                "-tnpH",
+                "state",
+                "established",
+                "dst",
+                authority,
+            ]));
+            let local_ports: Vec<String> = sockets
+                .lines()
+                .filter(|l| l.contains(&pid))
+                .filter_map(|l| l.split_whitespace().nth(2))
+                .filter_map(|local| local.rsplit_once(':').map(|(_, p)| p.to_string()))
+                .collect();
+            assert!(
+                !local_ports.is_empty(),
+                "the operator has no connection to {authority}:\n{sockets}"
+            );
+            let mut rules = Vec::new();
+            for local in &local_ports {
+                for (dir_ip, dir_port, other_port) in
+                    [("-d", "--dport", "--sport"), ("-s", "--sport", "--dport")]
+                {
+                    rules.push(
+                        [
+                            "OUTPUT", "-p", "tcp", dir_ip, ip, dir_port, port, other_port, local,
+                            "-j", "DROP",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    );
+                }
+            }
+            for rule in &rules {
+                run_ok(std::process::Command::new("iptables").arg("-I").args(rule));
+            }
+            eprintln!(
+                "black-holed the operator's {} connections to {authority} (local ports {})",
+                local_ports.len(),
+                local_ports.join(", ")
+            );
+            BlackHole { rules }
+        }
+    }
+
+    impl Drop for BlackHole {
+        fn drop(&mut self) {
+            for rule in &self.rules {
+                let _ = std::process::Command::new("iptables")
+                    .arg("-D")
+                    .args(rule)
+                    .status();
+            }
+        }
     }
 
     /// The operator killed with SIGKILL in the middle of an image update of 500 AppBundles: a new

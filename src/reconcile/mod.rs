@@ -157,7 +157,7 @@ fn bundle_stream(
         writer,
         resilient(
             "appbundles",
-            watcher(bundles, watcher::Config::default().page_size(LIST_PAGE)),
+            watcher(bundles, watcher_settings()),
             health.clone(),
             ctx.metrics.clone(),
         )
@@ -272,7 +272,7 @@ where
     let tracker = ctx.clone();
     resilient(
         plural,
-        watcher(api, watcher::Config::default().page_size(LIST_PAGE)),
+        watcher(api, watcher_settings()),
         health.clone(),
         ctx.metrics.clone(),
     )
@@ -301,11 +301,23 @@ fn config_users<K: Resource>(
 /// Deployments parse into tens of MiB, about as much as the whole cache of 5,000 AppBundles.
 const LIST_PAGE: u32 = 100;
 
+/// How long the API server keeps one watch request open before it ends it (with a bookmark) and
+/// the watcher goes on from where it was. The watcher gives up on a watch that has sent nothing
+/// for this long plus 5 s, so this bounds how long events can be lost unseen on a connection the
+/// network dropped without a reset (kube's default, 290 s, left the status stale for five minutes).
+/// Cost: one watch request per watched kind every WATCH_TIMEOUT, served from the API server's cache.
+pub const WATCH_TIMEOUT: u32 = 30;
+
+/// Every watch: pages of [`LIST_PAGE`], watch requests of [`WATCH_TIMEOUT`].
+fn watcher_settings() -> watcher::Config {
+    watcher::Config::default()
+        .page_size(LIST_PAGE)
+        .timeout(WATCH_TIMEOUT)
+}
+
 /// Child watches see only objects with kubundle's managed-by label.
 fn ours_config() -> watcher::Config {
-    watcher::Config::default()
-        .labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
-        .page_size(LIST_PAGE)
+    watcher_settings().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
 }
 
 async fn reconcile(obj: Arc<CachedBundle>, ctx: Arc<Context>) -> Result<Action> {

@@ -1,0 +1,130 @@
+//! The operator's Kubernetes client: configured as `Client::try_default` would be (in-cluster, or
+//! KUBECONFIG), counting every request it sends, and never waiting forever for an answer.
+//!
+//! A connection the network drops without a reset (a NAT or load balancer that forgets it, a
+//! control-plane node gone) stays open on this side: a request written into it would wait for its
+//! answer forever, and hold the reconcile that sent it (kube's client has no request timeout by
+//! default). So every request must see its response's headers within [`RESPONSE_DEADLINE`], or it
+//! fails and the connection is dropped; the reconcile's error policy retries on a new one. A watch's
+//! headers come at once too; its events are guarded by the watches' own idle timeout
+//! ([`crate::reconcile::WATCH_TIMEOUT`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kube::Client;
+use tower::{BoxError, Layer, Service};
+
+use crate::metrics::Metrics;
+
+/// How long a request may wait for its response's headers. The API server ends a request it has
+/// not answered after 60 s itself (`--request-timeout`) and answers at once when it sheds load
+/// (429), so 30 s without a byte means the connection is gone, not that the server is slow.
+pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Builds the operator's client.
+pub async fn operator_client(metrics: &Metrics) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let metrics = metrics.clone();
+    let count =
+        tower::ServiceBuilder::new().map_request(move |req: http::Request<kube::client::Body>| {
+            metrics.request(&req);
+            req
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&Deadline(RESPONSE_DEADLINE))
+        .with_layer(&count.into_inner())
+        .build())
+}
+
+/// A layer that fails a request whose response does not start within its duration.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Duration);
+
+impl<S> Layer<S> for Deadline {
+    type Service = WithDeadline<S>;
+
+    fn layer(&self, inner: S) -> WithDeadline<S> {
+        WithDeadline {
+            inner,
+            deadline: self.0,
+        }
+    }
+}
+
+/// The service of [`Deadline`].
+#[derive(Clone, Debug)]
+pub struct WithDeadline<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+/// The error of a request that hit its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no response from the API server within {0:?} (the connection is dropped; a retry uses a new one)"
+)]
+pub struct NoResponse(pub Duration);
+
+type Answer<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
+impl<S, Req> Service<Req> for WithDeadline<S>
+where
+    S: Service<Req>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Answer<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let answer = self.inner.call(req);
+        let deadline = self.deadline;
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, answer).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(NoResponse(deadline)) as BoxError),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_an_answer_fails_at_its_deadline() {
+        let silent = tower::service_fn(|_: ()| std::future::pending::<Result<(), BoxError>>());
+        let err = Deadline(Duration::from_secs(30))
+            .layer(silent)
+            .oneshot(())
+            .await
+            .unwrap_err();
+        assert!(err.is::<NoResponse>(), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_in_time_passes_through() {
+        let quick = tower::service_fn(|n: u32| async move {
+            tokio::time::sleep(Duration::from_secs(29)).await;
+            Ok::<_, BoxError>(n + 1)
+        });
+        let answer = Deadline(Duration::from_secs(30))
+            .layer(quick)
+            .oneshot(1)
+            .await
+            .unwrap();
+        assert_eq!(answer, 2);
+    }
+}
