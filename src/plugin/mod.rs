@@ -2,9 +2,10 @@
 //! `kubectl kubundle ...`.
 //!
 //! - `status NAME`: the AppBundle, its children and its pods as a tree, each with its state and,
-//!   when it is not ready, why ([`status`]).
-//! - `history NAME [--revision N]`: the recorded revisions, or one revision's spec ([`history`]).
-//! - `rollback NAME [--to-revision N]`: writes a recorded spec back into the AppBundle.
+//!   when it is not ready, why ([`show_status`]).
+//! - `history NAME [--revision N]`: the recorded revisions, or one revision's spec ([`show_history`]).
+//! - `rollback NAME [--to-revision N]`: writes a recorded spec back into the AppBundle
+//!   ([`rollback`]).
 //!
 //! Every command takes `-n/--namespace`, `--context`, `--kubeconfig`, `--as`, `--as-group` as kubectl does, and
 //! `-o json` for scripts. Text output fits the terminal (long lines are cut on a terminal,
@@ -17,8 +18,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-pub mod history;
-pub mod status;
+pub mod rollback;
+pub mod show_history;
+pub mod show_status;
 
 /// The field manager of the plugin's writes.
 pub const FIELD_MANAGER: &str = "kubectl-kubundle";
@@ -177,22 +179,22 @@ pub async fn run(cli: Cli) -> Result<String, PluginError> {
     let json = cli.output == Output::Json;
     match &cli.command {
         Command::Status { name } => {
-            let tree = status::gather(&client, &ns, name).await?;
+            let tree = show_status::gather(&client, &ns, name).await?;
             Ok(if json {
                 to_json(&tree)
             } else {
-                status::render(&tree)
+                show_status::render(&tree)
             })
         }
         Command::History { name, revision } => {
-            history::history(&client, &ns, name, *revision, json).await
+            show_history::history(&client, &ns, name, *revision, json).await
         }
         Command::Rollback {
             name,
             to_revision,
             force,
             dry_run,
-        } => history::rollback(&client, &ns, name, *to_revision, *force, *dry_run, json).await,
+        } => rollback::rollback(&client, &ns, name, *to_revision, *force, *dry_run, json).await,
     }
 }
 

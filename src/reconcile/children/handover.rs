@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use tracing::info;
 
-use super::{Child, Found};
+use super::child::{Child, Found};
 use crate::api::AppBundle;
 use crate::error::Result;
 use crate::metrics::Metrics;

@@ -15,6 +15,7 @@ use kube::core::NamespaceResourceScope;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::slim::slim_metadata;
 use crate::api::{AppBundle, AppBundleSpec, AppBundleStatus};
 
 /// An AppBundle as the controller stores it.
@@ -43,10 +44,7 @@ impl CachedBundle {
     /// Drops what reconciling never reads and what is often the largest part of an object:
     /// managedFields and kubectl's last-applied copy.
     pub fn slim(&mut self) {
-        self.metadata.managed_fields = None;
-        if let Some(annotations) = self.metadata.annotations.as_mut() {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-        }
+        slim_metadata(&mut self.metadata);
     }
 }
 

@@ -33,6 +33,8 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use tokio::sync::Notify;
 
+use super::listing::Listing;
+use super::slim::slim_metadata;
 use crate::render::{ChildKind, FIELD_MANAGER};
 
 /// A resourceVersion no stored object has (etcd's first write is revision 2): applied as a
@@ -41,8 +43,6 @@ use crate::render::{ChildKind, FIELD_MANAGER};
 /// object it creates through apply (k8s.io/apiserver, registry Store.Update), so the created
 /// object is exactly the rendering.
 pub const MUST_NOT_EXIST: &str = "1";
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What cached objects are compressed against: a kubundle Deployment and Service as the API
 /// server returns them (managed fields left out), so that what most children share with them
@@ -73,10 +73,7 @@ impl Cached {
                 kind: ar.kind,
             });
         }
-        slim.metadata.managed_fields = None;
-        if let Some(a) = slim.metadata.annotations.as_mut() {
-            a.remove(LAST_APPLIED);
-        }
+        slim_metadata(&mut slim.metadata);
         Cached {
             uid: obj.uid().unwrap_or_default(),
             resource_version: obj.resource_version().unwrap_or_default(),
@@ -124,8 +121,8 @@ fn key(ns: &str, name: &str) -> Key {
 #[derive(Default)]
 struct KindCache {
     objects: RwLock<HashMap<Key, Arc<Cached>>>,
-    /// The objects of a (re-)list in progress; swapped in when it is done.
-    listing: Mutex<Option<HashMap<Key, Arc<Cached>>>>,
+    /// The objects of a (re-)list in progress.
+    listing: Mutex<Listing<Key, Arc<Cached>>>,
     synced: AtomicBool,
 }
 
@@ -197,16 +194,13 @@ impl ChildCache {
                     objects.remove(&k(obj));
                 }
             }
-            watcher::Event::Init => {
-                *cache.listing.lock().unwrap() = Some(HashMap::new());
-            }
-            watcher::Event::InitApply(obj) => {
-                if let Some(listing) = cache.listing.lock().unwrap().as_mut() {
-                    listing.insert(k(obj), Arc::new(Cached::new(kind, obj)));
-                }
-            }
-            watcher::Event::InitDone => {
-                let Some(mut listed) = cache.listing.lock().unwrap().take() else {
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
+                let listing = cache
+                    .listing
+                    .lock()
+                    .unwrap()
+                    .follow(event, |obj| (k(obj), Arc::new(Cached::new(kind, obj))));
+                let Some(mut listed) = listing else {
                     return;
                 };
                 let mut objects = cache.objects.write().unwrap();
@@ -326,6 +320,7 @@ pub fn kubundle_owns_replicas(live: &DynamicObject) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::observe::slim::LAST_APPLIED;
     use kube::api::ApiResource;
 
     fn object(name: &str, uid: &str, rv: &str, image: &str) -> DynamicObject {

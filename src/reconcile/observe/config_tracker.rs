@@ -19,6 +19,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::cached_bundle::CachedBundle;
+use super::listing::Listing;
 use crate::render::config::{ConfigKind, ConfigRef, content_hash, digest};
 
 /// (kind, namespace, name) of a ConfigMap or Secret.
@@ -38,7 +39,7 @@ struct State {
     /// Each object's resourceVersion, as its watch last saw it.
     versions: HashMap<Key, String>,
     /// During a (re-)list: what it has returned so far, per kind.
-    listing: HashMap<ConfigKind, HashMap<Key, String>>,
+    listing: HashMap<ConfigKind, Listing<Key, String>>,
     /// The kinds whose watch has listed once.
     synced: BTreeSet<ConfigKind>,
     /// The content hash of an object at a resourceVersion, once read.
@@ -138,16 +139,13 @@ impl ConfigTracker {
                 state.hashes.remove(&key(o));
                 state.changed(&key(o), Instant::now());
             }
-            watcher::Event::Init => {
-                state.listing.insert(kind, HashMap::new());
-            }
-            watcher::Event::InitApply(o) => {
-                if let Some(listing) = state.listing.get_mut(&kind) {
-                    listing.insert(key(o), version(o));
-                }
-            }
-            watcher::Event::InitDone => {
-                let Some(listed) = state.listing.remove(&kind) else {
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
+                let listing = state
+                    .listing
+                    .entry(kind)
+                    .or_default()
+                    .follow(event, |o| (key(o), version(o)));
+                let Some(listed) = listing else {
                     return;
                 };
                 state.versions.retain(|k, _| k.0 != kind);

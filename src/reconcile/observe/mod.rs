@@ -6,6 +6,8 @@ pub mod cached_bundle;
 pub mod children_cache;
 pub mod config_tracker;
 pub mod crd_skew;
+pub mod listing;
 pub mod namespaces;
 pub mod relist;
+pub mod slim;
 pub mod watches;

@@ -6,11 +6,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 
 use super::configure::Configured;
 use super::read::Children;
-use super::{Run, never_reported};
+use super::run::{Run, never_reported};
 use crate::api::{AppBundle, AppBundleStatus, READY, TRUE, find_condition};
 use crate::events::EventType;
-use crate::reconcile::Context;
 use crate::reconcile::children::Change;
+use crate::reconcile::context::Context;
 use crate::reconcile::report::publish;
 use crate::render::ChildKind;
 use crate::render::config::ConfigKind;

@@ -8,9 +8,9 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::debug;
 
-use super::Step;
+use super::run::Step;
 use crate::api::{AppBundle, READY, find_condition, reason};
-use crate::reconcile::Context;
+use crate::reconcile::context::Context;
 use crate::reconcile::observe::config_tracker::Resolved;
 use crate::render::config::{CONFIG_DIGEST, ConfigRef};
 use crate::render::{self, ChildKind};

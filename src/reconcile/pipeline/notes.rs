@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::IngressClass;
 use kube::Api;
 use tracing::debug;
 
-use super::Run;
+use super::run::Run;
 use super::write::Written;
 use crate::api::{AppBundle, AppBundleStatus, READY, find_condition, reason};
 use crate::reconcile::children::routing;

@@ -16,10 +16,10 @@ use kube::{Api, ResourceExt};
 use tracing::{debug, warn};
 
 use super::read::Children;
-use super::{Run, Step};
+use super::run::{Run, Step};
 use crate::api::AppBundle;
-use crate::reconcile::Context;
 use crate::reconcile::children::Child;
+use crate::reconcile::context::Context;
 use crate::reconcile::observe::children_cache::compare_versions;
 use crate::reconcile::observe::config_tracker::Resolved;
 use crate::render::{self, ChildKind};

@@ -8,8 +8,8 @@ use kube::ResourceExt;
 
 use crate::api::{AppBundle, STALLED, TRUE, find_condition, reason};
 use crate::error::Result;
-use crate::reconcile::Context;
 use crate::reconcile::children::{self, Child, Stale};
+use crate::reconcile::context::Context;
 use crate::render::{self, ChildKind, Rendered};
 use crate::status::Blocker;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::Run;
+use super::run::Run;
 use super::write::Written;
 use crate::api::{AppBundle, AppBundleStatus, READY, TRUE, find_condition};
 use crate::reconcile::children::Change;

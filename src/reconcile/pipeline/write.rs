@@ -15,13 +15,14 @@ use kube::Api;
 use kube::runtime::controller::Action;
 use tracing::debug;
 
+use super::announce;
 use super::read::Children;
-use super::{Run, Step, announce, never_reported};
+use super::run::{Run, Step, never_reported};
 use crate::api::AppBundle;
 use crate::error::Result;
-use crate::reconcile::CachedBundle;
 use crate::reconcile::children::{self, Change, Child, Writing, is_definite_refusal};
 use crate::reconcile::children::{handover, routing};
+use crate::reconcile::observe::cached_bundle::CachedBundle;
 use crate::render::{self, ChildKind};
 use crate::status::Blocker;
 

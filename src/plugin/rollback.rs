@@ -1,155 +1,21 @@
-//! `kubectl kubundle history NAME` and `kubectl kubundle rollback NAME`: the revisions kubundle
-//! recorded (crate::history), and writing one back into the AppBundle.
+//! `kubectl kubundle rollback NAME [--to-revision N] [--force] [--dry-run]`: one recorded revision
+//! written back into the AppBundle.
 //!
 //! A rollback is a write of the AppBundle's spec, like an edit: kubundle rolls it out and records
 //! it as the newest revision once it is Ready. Where a GitOps tool manages the AppBundle, git is
 //! the truth and the tool puts its spec back at its next sync: the rollback is refused with what
 //! to do instead, unless `--force` (a rollback until then, in an emergency).
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::show_history::{bundle, recorded};
 use super::{FIELD_MANAGER, PluginError, to_json};
 use crate::api::AppBundle;
-use crate::history::{Revision, recorded_spec, revision_name, revisions, rollback_spec};
-use crate::render::selector_string;
-
-async fn bundle(client: &Client, ns: &str, name: &str) -> Result<AppBundle, PluginError> {
-    Api::<AppBundle>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| PluginError::not_found(name, ns))
-}
-
-async fn recorded(
-    client: &Client,
-    ns: &str,
-    bundle: &AppBundle,
-) -> Result<Vec<Revision>, PluginError> {
-    let params = ListParams::default().labels(&selector_string(&bundle.name_any()));
-    let list = Api::<ControllerRevision>::namespaced(client.clone(), ns)
-        .list(&params)
-        .await?;
-    Ok(revisions(
-        list.items,
-        bundle.metadata.uid.as_deref().unwrap_or_default(),
-    ))
-}
-
-/// One line of `history -o json`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HistoryEntry<'a> {
-    #[serde(flatten)]
-    revision: &'a Revision,
-    image: &'a str,
-    /// It is the revision that runs (status.currentRevision).
-    current: bool,
-}
-
-pub async fn history(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    number: Option<i64>,
-    json: bool,
-) -> Result<String, PluginError> {
-    let bundle = bundle(client, ns, name).await?;
-    let revs = recorded(client, ns, &bundle).await?;
-    let current = bundle
-        .status
-        .as_ref()
-        .and_then(|s| s.current_revision.clone());
-    if let Some(n) = number {
-        let rev = revs
-            .iter()
-            .find(|r| r.number == n)
-            .ok_or_else(|| PluginError::User(format!("appbundle/{name} has no revision {n}")))?;
-        return Ok(if json {
-            to_json(rev)
-        } else {
-            let spec = serde_saphyr::to_string(&rev.spec).unwrap_or_default();
-            format!(
-                "appbundle/{name} revision {n} ({})\nspec:\n{}",
-                rev.name,
-                indent(&spec)
-            )
-        });
-    }
-    if json {
-        let entries: Vec<HistoryEntry> = revs
-            .iter()
-            .map(|r| HistoryEntry {
-                revision: r,
-                image: r.image(),
-                current: current.as_deref() == Some(r.name.as_str()),
-            })
-            .collect();
-        return Ok(to_json(&entries));
-    }
-    if revs.is_empty() {
-        return Ok(format!(
-            "appbundle/{name} has no recorded revision yet: kubundle records each spec once it is fully rolled out (Ready)\n"
-        ));
-    }
-    let mut out = format!("appbundle/{name}\n");
-    let rows: Vec<[String; 4]> = revs
-        .iter()
-        .map(|r| {
-            [
-                r.number.to_string(),
-                r.image().to_string(),
-                r.recorded
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default(),
-                if current.as_deref() == Some(r.name.as_str()) {
-                    format!("{} (running)", r.name)
-                } else {
-                    r.name.clone()
-                },
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        ["REVISION", "IMAGE", "FIRST RECORDED", "CONTROLLERREVISION"],
-        &rows,
-    ));
-    Ok(out)
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-/// Columns padded to their widest cell, as kubectl prints tables.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}   "));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
-}
+use crate::history::{Revision, recorded_spec, revision_name, rollback_spec};
 
 /// The GitOps tool that manages `obj`, if one does: by the labels, annotations and field
 /// managers Flux and Argo CD leave.
@@ -414,22 +280,6 @@ mod tests {
         assert_eq!(
             gitops_manager(&object(none.clone(), none, &["argocd-controller"])),
             Some("Argo CD")
-        );
-    }
-
-    #[test]
-    fn tables_pad_every_column_but_the_last() {
-        let rows = [
-            ["1".to_string(), "app:1".to_string(), "x".to_string()],
-            [
-                "10".to_string(),
-                "app:22".to_string(),
-                "y (running)".to_string(),
-            ],
-        ];
-        assert_eq!(
-            table(["REVISION", "IMAGE", "NAME"], &rows),
-            "REVISION   IMAGE    NAME\n1          app:1    x\n10         app:22   y (running)\n"
         );
     }
 }
