@@ -6,6 +6,7 @@
 //! - [`reconcile`]: the controller (watches, the reconcile pipeline, apply and prune, status writes).
 //! - [`status`]: pure functions from an AppBundle and what was observed to its status (conditions,
 //!   rollout progress, pod diagnosis, route readiness), used by the controller and the plugin.
+//! - [`rollout`]: canary releases' state machine, pure (not yet run by the controller: #24).
 //! - [`history`]: the rolled-out specs recorded as ControllerRevisions.
 //! - [`plugin`]: the kubectl plugin (`kubectl kubundle status|history|rollback`).
 //! - [`events`]: Kubernetes Events about AppBundles.
@@ -27,4 +28,5 @@ pub mod metrics;
 pub mod plugin;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod status;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 mod conditions;
 mod http;
+pub mod rollout;
 mod scaling;
 pub use conditions::*;
 pub use http::{GatewayRef, HttpSpec, IngressSpec};
