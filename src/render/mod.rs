@@ -47,6 +47,7 @@ pub enum RenderError {
     Encode(&'static str, String),
 }
 
+pub mod canary;
 pub mod config;
 mod http;
 pub mod paths;
