@@ -508,6 +508,9 @@ pub fn describe(c: &CheckStatus) -> String {
     text
 }
 
+/// What a canary winding down adds to its message until the Gateway has 0 for it.
+const WAITING_FOR_SHARE_BACK: &str = "; waiting for the Gateway to send the canary's share back";
+
 /// After the end (promoted, aborted, reverted): weight 0 first; once the Gateway has it, the
 /// canary's pods go.
 fn wind_down(s: &mut RolloutStatus, seen: &Seen) -> Plan {
@@ -516,14 +519,20 @@ fn wind_down(s: &mut RolloutStatus, seen: &Seen) -> Plan {
         s.canary_replicas = 0;
     }
     let done = s.canary_replicas == 0;
-    s.message = match (s.phase, done) {
-        (Phase::Promoted, _) => format!("promoted revision {}", s.canary_revision),
-        (Phase::Reverted, true) => "the spec is the stable one again: the canary has no share and no pods".into(),
-        (Phase::Reverted, false) => "the spec is the stable one again: waiting for the Gateway to send the canary's share back".into(),
-        (_, false) if !s.message.contains("waiting for the Gateway") => {
-            format!("{}; waiting for the Gateway to send the canary's share back", s.message)
-        }
-        _ => s.message.clone(),
+    let said = s
+        .message
+        .strip_suffix(WAITING_FOR_SHARE_BACK)
+        .unwrap_or(&s.message)
+        .to_string();
+    let said = match s.phase {
+        Phase::Promoted => format!("promoted revision {}", s.canary_revision),
+        Phase::Reverted => "the spec is the stable one again".to_string(),
+        _ => said,
+    };
+    s.message = if done {
+        said
+    } else {
+        format!("{said}{WAITING_FOR_SHARE_BACK}")
     };
     Plan {
         weight: 0,

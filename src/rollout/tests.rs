@@ -353,7 +353,9 @@ fn a_failed_run_aborts_weight_first_then_pods() {
         (Phase::Aborted, Some(reason::ANALYSIS_FAILED))
     );
     assert!(
-        s.message.contains("error-rate: 0.2 (limit <= 0.05)"),
+        s.message.contains("error-rate: 0.2 (limit <= 0.05)")
+            && s.message
+                .ends_with("waiting for the Gateway to send the canary's share back"),
         "{}",
         s.message
     );
@@ -398,6 +400,8 @@ fn a_failed_run_aborts_weight_first_then_pods() {
         Phase::Aborted,
         "stays aborted until the spec changes or a retry"
     );
+    assert!(!s.message.contains("waiting"), "{}", s.message);
+    assert!(s.message.starts_with("error-rate: 0.2"), "{}", s.message);
     assert!(!analysis_due(&c, Some(&s), t(1000)));
 }
 
