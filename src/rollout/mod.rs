@@ -15,6 +15,7 @@
 //!   says so; only the progress deadline turns that into an abort.
 
 pub mod analysis;
+pub mod seen;
 #[cfg(test)]
 mod tests;
 
