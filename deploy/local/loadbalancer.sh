@@ -56,6 +56,11 @@ serve() { # serve NAMESPACE NAME CURRENT_INGRESS_IP
   fi
 }
 
+# Stopped (cluster.sh down or restart sends SIGTERM): the watch goes too. It runs in a process
+# substitution, a child of this shell that SIGTERM to the shell alone would leave behind, watching
+# an API server that is gone.
+trap 'pkill -TERM -P $$ 2>/dev/null; exit 0' TERM INT
+
 template='{.type}{" "}{.object.metadata.namespace}{" "}{.object.metadata.name}{" "}{.object.spec.type}{" "}{.object.status.loadBalancer.ingress[0].ip}{"\n"}'
 log "serving LoadBalancer Services from $prefix.0/24"
 while true; do
