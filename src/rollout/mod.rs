@@ -572,6 +572,37 @@ fn promoting(s: &mut RolloutStatus, seen: &Seen, out: &mut Outcome) -> Plan {
     plan(s)
 }
 
+/// What a canary stepping renders: its weight and pods as they are, the stable Deployment on its
+/// own spec.
+fn held(s: &RolloutStatus) -> Plan {
+    Plan {
+        weight: s.weight,
+        canary_replicas: s.canary_replicas,
+        canary_frozen: false,
+        stable_takes_spec: false,
+    }
+}
+
+/// A wait that is no person's (pods, the Gateway, data), since `since`: past the deadline, an
+/// abort saying `late`; before it, the message says `waiting`.
+fn wait(
+    s: &mut RolloutStatus,
+    seen: &Seen,
+    since: Timestamp,
+    late: (&'static str, String),
+    waiting: String,
+    out: &mut Outcome,
+) -> Plan {
+    let deadline = SignedDuration::try_from(seen.deadline).unwrap_or(SignedDuration::MAX);
+    if seen.now.duration_since(since) > deadline {
+        let (why, message) = late;
+        abort(s, seen, why, message, out);
+        return wind_down(s, seen);
+    }
+    s.message = waiting;
+    held(s)
+}
+
 /// Stepping: the step's pods, then its weight, then the Gateway, then the pause and a passing run.
 fn stepping(canary: &CanarySpec, s: &mut RolloutStatus, seen: &Seen, out: &mut Outcome) -> Plan {
     let Some(step) = step_of(canary, s.step_index).cloned() else {
@@ -581,67 +612,45 @@ fn stepping(canary: &CanarySpec, s: &mut RolloutStatus, seen: &Seen, out: &mut O
     };
     let want = canary_replicas(step.weight, seen.stable_replicas);
     s.canary_replicas = s.canary_replicas.max(want);
-    let plan = |s: &RolloutStatus| Plan {
-        weight: s.weight,
-        canary_replicas: s.canary_replicas,
-        canary_frozen: false,
-        stable_takes_spec: false,
-    };
-    let waited = seen.now.duration_since(s.since.0);
-    let deadline = SignedDuration::try_from(seen.deadline).unwrap_or(SignedDuration::MAX);
-    let step_no = s.step_index + 1;
-    let steps = canary.steps.len();
+    let label = format!("step {} of {}", s.step_index + 1, canary.steps.len());
+    let (since, secs) = (s.since.0, seen.deadline.as_secs());
     if seen.canary_ready < want {
-        if waited > deadline {
-            abort(
-                s,
-                seen,
-                reason::PROGRESS_DEADLINE_EXCEEDED,
-                format!(
-                    "{} of {want} canary pods ready after {}s",
-                    seen.canary_ready,
-                    seen.deadline.as_secs()
-                ),
-                out,
-            );
-            return wind_down(s, seen);
-        }
-        s.message = format!(
-            "step {step_no} of {steps}: waiting for {want} canary pods to be ready ({} ready)",
-            seen.canary_ready
+        let ready = seen.canary_ready;
+        let late = format!("{ready} of {want} canary pods ready after {secs}s");
+        let waiting =
+            format!("{label}: waiting for {want} canary pods to be ready ({ready} ready)");
+        return wait(
+            s,
+            seen,
+            since,
+            (reason::PROGRESS_DEADLINE_EXCEEDED, late),
+            waiting,
+            out,
         );
-        return plan(s);
     }
     if s.weight != step.weight {
         s.weight = step.weight;
         s.step_started_at = None;
         s.since = time(seen.now);
         s.message = format!(
-            "step {step_no} of {steps}: sending {}% of the requests to the canary",
+            "{label}: sending {}% of the requests to the canary",
             step.weight
         );
-        return plan(s);
+        return held(s);
     }
     if seen.gateway_weight != Some(step.weight) {
-        if waited > deadline {
-            abort(
-                s,
-                seen,
-                reason::PROGRESS_DEADLINE_EXCEEDED,
-                format!(
-                    "the Gateway has not accepted the route with {}% to the canary after {}s",
-                    step.weight,
-                    seen.deadline.as_secs()
-                ),
-                out,
-            );
-            return wind_down(s, seen);
-        }
-        s.message = format!(
-            "step {step_no} of {steps}: waiting for the Gateway to have {}% to the canary",
-            step.weight
+        let w = step.weight;
+        let late =
+            format!("the Gateway has not accepted the route with {w}% to the canary after {secs}s");
+        let waiting = format!("{label}: waiting for the Gateway to have {w}% to the canary");
+        return wait(
+            s,
+            seen,
+            since,
+            (reason::PROGRESS_DEADLINE_EXCEEDED, late),
+            waiting,
+            out,
         );
-        return plan(s);
     }
     if s.step_started_at.is_none() {
         s.step_started_at = Some(time(seen.now));
@@ -650,58 +659,48 @@ fn stepping(canary: &CanarySpec, s: &mut RolloutStatus, seen: &Seen, out: &mut O
             weight: step.weight,
         });
     }
+    holding(canary, s, seen, out, &label)
+}
+
+/// The Gateway has the step's weight: the pause (or a promotion), then a run of the checks made
+/// after the pause must pass; then the next step.
+fn holding(
+    canary: &CanarySpec,
+    s: &mut RolloutStatus,
+    seen: &Seen,
+    out: &mut Outcome,
+    label: &str,
+) -> Plan {
+    let weight = s.weight;
     let Some(end) = pause_end(canary, s) else {
         if s.phase != Phase::Paused {
             s.phase = Phase::Paused;
             out.notes
                 .push(Note::WaitingForPromotion { step: s.step_index });
         }
-        s.message = format!(
-            "step {step_no} of {steps}: {}% to the canary, waiting for promotion",
-            step.weight
-        );
-        return plan(s);
+        s.message = format!("{label}: {weight}% to the canary, waiting for promotion");
+        return held(s);
     };
     if seen.now < end {
-        s.message = format!(
-            "step {step_no} of {steps}: {}% to the canary, {}s of the pause left",
-            step.weight,
-            end.duration_since(seen.now).as_secs().max(1)
-        );
-        return plan(s);
+        let left = end.duration_since(seen.now).as_secs().max(1);
+        s.message = format!("{label}: {weight}% to the canary, {left}s of the pause left");
+        return held(s);
     }
-    // The pause is over: a run made after it must pass.
-    let ran_after = s.last_analysis_at.as_ref().is_some_and(|t| t.0 >= end);
-    let holding: Vec<&CheckStatus> = s
+    if s.last_analysis_at.as_ref().is_none_or(|t| t.0 < end) {
+        s.message = format!("{label}: {weight}% to the canary, waiting for the checks to run");
+        return held(s);
+    }
+    let holding: Vec<String> = s
         .checks
         .iter()
         .filter(|c| matches!(c.verdict, Verdict::NoData | Verdict::Error))
+        .map(describe)
         .collect();
-    if !ran_after {
-        s.message = format!(
-            "step {step_no} of {steps}: {}% to the canary, waiting for the checks to run",
-            step.weight
-        );
-        return plan(s);
-    }
     if !holding.is_empty() {
-        let what = holding
-            .iter()
-            .map(|c| describe(c))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if seen.now.duration_since(end) > deadline {
-            abort(
-                s,
-                seen,
-                reason::ANALYSIS_NO_DATA,
-                format!("{what} for {}s after the pause", seen.deadline.as_secs()),
-                out,
-            );
-            return wind_down(s, seen);
-        }
-        s.message = format!("step {step_no} of {steps}: holding, no verdict: {what}");
-        return plan(s);
+        let what = holding.join("; ");
+        let late = format!("{what} for {}s after the pause", seen.deadline.as_secs());
+        let waiting = format!("{label}: holding, no verdict: {what}");
+        return wait(s, seen, end, (reason::ANALYSIS_NO_DATA, late), waiting, out);
     }
     next_step(canary, s, seen, out);
     if s.phase == Phase::Promoting {
