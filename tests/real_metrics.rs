@@ -1,8 +1,9 @@
 //! On the local cluster's real node, with its metrics pipeline and Prometheus
 //! (deploy/local/monitoring.sh): autoscaling driven by the pods' real CPU use through
 //! metrics-server, `kubectl autoscale appbundle`, the chart's ServiceMonitor and PrometheusRule
-//! validated by the Prometheus Operator's CRDs, scraped and evaluated by a real Prometheus, and
-//! the chart's alerts unit-tested with promtool.
+//! validated by the Prometheus Operator's CRDs, scraped and evaluated by a real Prometheus, the
+//! chart's alerts unit-tested with promtool, and the Gateway's (Traefik's) request metrics in
+//! Prometheus as a canary's analysis reads them.
 //!
 //! tests/run.sh runs these after tests/real_node.rs, one at a time, with the in-cluster operator
 //! (installed by the first of them) reconciling.
@@ -609,5 +610,133 @@ mod real_node_metrics {
             alerts.len()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // ------------------------------------------------------------------ the Gateway's metrics
+
+    /// The Gateway's own request metrics reach Prometheus the way a canary's analysis reads them:
+    /// requests to an AppBundle through Traefik (200s from /healthz, 503s from /entries, which
+    /// has no Redis here) are counted under the `service` label
+    /// NAMESPACE-NAME-http-PORT@kubernetesgateway, and the README's error-rate query, with
+    /// `{{namespace}}` and `{{stable}}` put in by kubundle's own substitution, gives their share
+    /// of errors, judged by kubundle's own verdict of a Prometheus answer.
+    #[tokio::test]
+    async fn the_gateways_request_metrics_reach_prometheus_as_an_analysis_reads_them() {
+        use kubundle::api::rollout::{PrometheusCheck, Verdict};
+        use kubundle::rollout::analysis::{prometheus_verdict, query_for};
+        const GATEWAY: &str = "10.255.253.1:80";
+        let client = client().await;
+        operator_installed();
+        let prom = prometheus::local();
+        let ns = real_namespace(&client, "gwmetrics").await;
+        let api = bundles(&client, &ns);
+        let host = format!("web.{ns}.test");
+        let frontend = image_env("FRONTEND_IMAGE");
+        apply_yaml(
+            &ns,
+            &format!(
+                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: web}}\nspec:\n  \
+                 image: {frontend}:v1\n  ports: [{{name: http, containerPort: 8080, servicePort: 80}}]\n  \
+                 readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}\n  \
+                 http:\n    hostnames: [{host}]\n    gateway: {{name: local, namespace: gateway-system}}\n"
+            ),
+        );
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(120),
+            "Ready through the Gateway",
+            is_ready,
+        )
+        .await;
+        eventually(
+            Duration::from_secs(20),
+            "an answer through the Gateway",
+            || async {
+                match http_get_via(&format!("http://{host}/healthz"), GATEWAY).await? {
+                    (200, _) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        for _ in 0..20 {
+            let (code, _) = http_get_via(&format!("http://{host}/healthz"), GATEWAY)
+                .await
+                .unwrap();
+            assert_eq!(code, 200);
+        }
+        for _ in 0..10 {
+            let (code, body) = http_get_via(&format!("http://{host}/entries"), GATEWAY)
+                .await
+                .unwrap();
+            assert_eq!(code, 503, "/entries without Redis: {body}");
+        }
+        // The README's ready-made query for Traefik, on counters (a test has no minute to rate).
+        let check = |max: f64| {
+            PrometheusCheck {
+            name: "error-rate".into(),
+            address: prom.url.clone(),
+            query: r#"sum(traefik_service_requests_total{service=~"{{namespace}}-{{stable}}-http-.*",code=~"5.."}) / sum(traefik_service_requests_total{service=~"{{namespace}}-{{stable}}-http-.*"})"#.into(),
+            min: None,
+            max: Some(max),
+        }
+        };
+        let query = query_for(&check(0.05), "web-canary", "web", &ns);
+        // Traefik's own counts by code (the requests above, and any it answered while the
+        // route was being programmed), then the query's value must be their share of errors.
+        let by_code = format!(
+            r#"sum by (code) (traefik_service_requests_total{{service=~"{ns}-web-http-.*"}})"#
+        );
+        let (answer, counted) = eventually(
+            Duration::from_secs(60),
+            "Traefik's counts of those requests in Prometheus",
+            || async {
+                let counts: Vec<(String, f64)> = prom
+                    .query(&by_code)
+                    .await
+                    .iter()
+                    .map(|r| {
+                        let code = r["metric"]["code"].as_str().unwrap_or_default().to_string();
+                        let n = r["value"][1]
+                            .as_str()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0.0);
+                        (code, n)
+                    })
+                    .collect();
+                let count = |p: fn(&str) -> bool| -> f64 {
+                    counts.iter().filter(|(c, _)| p(c)).map(|(_, n)| n).sum()
+                };
+                let (total, errors) = (count(|_| true), count(|c| c.starts_with('5')));
+                if count(|c| c == "200") < 20.0 || count(|c| c == "503") < 10.0 {
+                    return Err(format!("counts by code: {counts:?}"));
+                }
+                let answer = prom.query_answer(&query).await;
+                let value = answer["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok());
+                match value {
+                    Some(v) if (v - errors / total).abs() < 1e-9 => Ok((answer, counts)),
+                    _ => Err(format!("{answer} against counts {counts:?}")),
+                }
+            },
+        )
+        .await;
+        let strict = prometheus_verdict(&check(0.05), Ok(&answer));
+        assert_eq!(strict.verdict, Verdict::Fail, "{strict:?}");
+        let lenient = prometheus_verdict(&check(0.5), Ok(&answer));
+        assert_eq!(lenient.verdict, Verdict::Pass, "{lenient:?}");
+        // A Service nothing was sent to has no series: no data, not a failure.
+        let none = query_for(&check(0.05), "web-canary", "web-canary", &ns);
+        let empty = prometheus_verdict(&check(0.05), Ok(&prom.query_answer(&none).await));
+        assert_eq!(empty.verdict, Verdict::NoData, "{empty:?}");
+        eprintln!(
+            "Traefik's counts for {ns}/web by code: {counted:?}; error rate {} (limit <= 0.05: {:?}, <= 0.5: {:?})",
+            strict.value.unwrap_or_default(),
+            strict.verdict,
+            lenient.verdict
+        );
+        run_ok(kubectl(&["delete", "namespace", &ns, "--wait=false"]));
     }
 }

@@ -161,11 +161,15 @@ prometheus_start() {
   p=$(prometheus_dir)
   mkdir -p "$p/rules" "$p/data"
   prometheus_manifests | kubectl apply --server-side --force-conflicts -f - >/dev/null
-  # Until something is configured: no targets, fast evaluation so that alerts can be seen in tests.
+  # Scraped whatever else is configured: the Gateway's own request metrics (Traefik's), which a
+  # canary's analysis queries. Kept by whoever rewrites prometheus.yml (tests/support/prometheus.rs).
+  echo "[{\"job_name\": \"traefik\", \"static_configs\": [{\"targets\": [\"127.0.0.1:$TRAEFIK_PING_PORT\"]}]}]" \
+    >"$p/always.json"
+  # Until something else is configured: fast evaluation so that alerts can be seen in tests.
   cat >"$p/prometheus.yml" <<EOF
 global: {scrape_interval: 5s, evaluation_interval: 5s}
 rule_files: ["$p/rules/*.yaml"]
-scrape_configs: []
+scrape_configs: $(cat "$p/always.json")
 EOF
   echo "PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT" >"$p/env"
   start prometheus --config.file="$p/prometheus.yml" --storage.tsdb.path="$p/data" \

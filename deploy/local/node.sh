@@ -388,7 +388,10 @@ node_start() {
 # node's bridge), with its own ServiceAccount's token and least privilege, serving the GatewayClass
 # traefik, the Gateway $GATEWAY_NAMESPACE/$GATEWAY_NAME (address $GATEWAY_IP, listener http on
 # port 80 for routes of every namespace) and the IngressClass traefik (not the default class:
-# Ingresses without a class are left to the tests that play a controller).
+# Ingresses without a class are left to the tests that play a controller). Its request metrics
+# (traefik_service_requests_total and the rest, one `service` label per Service and port:
+# NAMESPACE-NAME-http-PORT@kubernetesgateway) are on http://127.0.0.1:$TRAEFIK_PING_PORT/metrics,
+# and the local Prometheus always scrapes them (monitoring.sh).
 gateway_start() {
   local n=$state/node/traefik api="https://$APISERVER_HOST:$APISERVER_PORT"
   mkdir -p "$n"
@@ -412,6 +415,7 @@ gateway_start() {
     --entrypoints.web.address="$GATEWAY_IP:80" \
     --entrypoints.websecure.address="$GATEWAY_IP:443" --entrypoints.websecure.http.tls=true \
     --entrypoints.traefik.address="127.0.0.1:$TRAEFIK_PING_PORT" --ping=true --ping.entrypoint=traefik \
+    --metrics.prometheus=true --metrics.prometheus.entrypoint=traefik \
     "${gateway[@]}" "${ingress[@]}"
   if [ ${#gateway[@]} -eq 0 ]; then
     wait_for 60 "the ingress controller" curl -sf "http://127.0.0.1:$TRAEFIK_PING_PORT/ping"

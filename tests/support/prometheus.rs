@@ -159,6 +159,12 @@ impl Prometheus {
             let file = rules.join(format!("{ns}-{}.yaml", r.metadata.name.as_deref().unwrap()));
             std::fs::write(file, serde_json::to_string(&r.data["spec"]).unwrap()).unwrap();
         }
+        // What is always scraped (the Gateway's metrics), as monitoring.sh wrote it.
+        let always: Vec<Value> = std::fs::read_to_string(self.dir.join("always.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        jobs.splice(0..0, always);
         let config = json!({
             "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
             "rule_files": [format!("{}/*.yaml", rules.display())],
@@ -207,19 +213,19 @@ impl Prometheus {
 
     /// An instant query's result vector.
     pub async fn query(&self, expr: &str) -> Vec<Value> {
-        let q: String = expr
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        self.api(&format!("/api/v1/query?query={q}")).await["result"]
+        self.api(&query_path(expr)).await["result"]
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// An instant query's whole answer (`status`, `data`), as the Prometheus HTTP API gives it.
+    pub async fn query_answer(&self, expr: &str) -> Value {
+        let url = format!("{}{}", self.url, query_path(expr));
+        let (_, body) = http_get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
     }
 
     /// Waits until `check` finds what it wants in the targets.
@@ -233,4 +239,18 @@ impl Prometheus {
         })
         .await
     }
+}
+
+/// The path of an instant query of `expr`.
+fn query_path(expr: &str) -> String {
+    let q: String = expr
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/api/v1/query?query={q}")
 }
