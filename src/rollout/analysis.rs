@@ -34,8 +34,8 @@ pub fn pod_health(pods: &[Pod]) -> CheckStatus {
         })
         .map(|c| c.restart_count)
         .sum();
-    let owned: Vec<Pod> = live.iter().map(|p| (*p).clone()).collect();
-    let (verdict, message) = match diagnose(&owned) {
+    // diagnose leaves out the pods being deleted itself.
+    let (verdict, message) = match diagnose(pods) {
         Some(p) if p.reason == "Unschedulable" => (Verdict::NoData, Some(p.message)),
         Some(p) => (Verdict::Fail, Some(format!("{}: {}", p.reason, p.message))),
         None if restarts > 0 => (
