@@ -76,9 +76,23 @@ pub struct Metrics {
     pub crd_missing_fields: prometheus::IntGauge,
     /// Cached children found behind the API server (a watch that missed events), by resource.
     pub cache_stale: IntCounterVec,
+    /// Canary releases' moves (started, step, promoted, aborted, reverted, restarted), by move.
+    pub canary_moves: IntCounterVec,
+    /// Runs of a canary's checks, by check kind (pod-health, prometheus, webhook) and verdict.
+    pub canary_checks: IntCounterVec,
     /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
     process: Registry,
 }
+
+/// The moves of a canary `kubundle_canary_moves_total` counts.
+pub const CANARY_MOVES: [&str; 6] = [
+    "started",
+    "restarted",
+    "step",
+    "promoted",
+    "aborted",
+    "reverted",
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -123,6 +137,16 @@ impl Metrics {
             "cache_stale_total",
             "Cached children found behind the API server (their watch missed events; it lists again), by resource",
             &["resource"],
+        );
+        let canary_moves = counters(
+            "canary_moves_total",
+            "Moves of canary releases (started, restarted, step, promoted, aborted, reverted), by move",
+            &["move"],
+        );
+        let canary_checks = counters(
+            "canary_checks_total",
+            "Results of canary checks, by check kind (pod-health, prometheus, webhook) and verdict (Pass, Fail, NoData, Error)",
+            &["check", "verdict"],
         );
         let leader = gauge(
             "leader",
@@ -172,6 +196,8 @@ impl Metrics {
             watch_errors,
             crd_missing_fields,
             cache_stale,
+            canary_moves,
+            canary_checks,
             process,
         };
         metrics.export_at_zero();
@@ -188,6 +214,9 @@ impl Metrics {
             self.watch_errors.with_label_values(&[resource]).reset();
         }
         self.cache_stale.with_label_values(&["deployments"]).reset();
+        for m in CANARY_MOVES {
+            self.canary_moves.with_label_values(&[m]).reset();
+        }
         for reason in crate::error::Error::LABELS {
             self.errors.with_label_values(&[reason]).reset();
         }

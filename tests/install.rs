@@ -419,6 +419,7 @@ mod install {
             (vec!["watch", "secrets", "-A"], false),
             // ControllerRevisions: the rollout history, never watched.
             (vec!["create", "controllerrevisions.apps", "-A"], true),
+            (vec!["get", "controllerrevisions.apps", "-A"], true),
             (vec!["delete", "controllerrevisions.apps", "-A"], true),
             (vec!["watch", "controllerrevisions.apps", "-A"], false),
             // Namespaces: read only to tell one being deleted (no writes then).

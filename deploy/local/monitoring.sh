@@ -174,6 +174,7 @@ EOF
   echo "PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT" >"$p/env"
   start prometheus --config.file="$p/prometheus.yml" --storage.tsdb.path="$p/data" \
     --storage.tsdb.retention.time=6h --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+    --web.listen-address="$NODE_IP:$PROMETHEUS_PORT" \
     --web.enable-lifecycle --log.level=warn
   wait_for 60 "Prometheus" curl -sf "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
 }
@@ -196,5 +197,27 @@ kind: ClusterRoleBinding
 metadata: {name: "kubundle-local:prometheus"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "kubundle-local:prometheus"}
 subjects: [{kind: User, name: "system:kubundle-local:prometheus", apiGroup: rbac.authorization.k8s.io}]
+---
+# Where pods reach it, as they would reach an in-cluster Prometheus: a canary's analysis queries
+# http://prometheus.monitoring.svc:9090 (the host process behind a Service without selector).
+apiVersion: v1
+kind: Namespace
+metadata: {name: monitoring}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: prometheus, namespace: monitoring}
+spec:
+  ports: [{name: http, port: 9090, targetPort: $PROMETHEUS_PORT, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: prometheus-host
+  namespace: monitoring
+  labels: {kubernetes.io/service-name: prometheus}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports: [{name: http, port: $PROMETHEUS_PORT, protocol: TCP}]
 EOF
 }

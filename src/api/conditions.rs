@@ -61,6 +61,14 @@ pub mod reason {
     pub const CONFIG_MISSING: &str = "ConfigMissing";
     /// A transient error; kubundle retries with backoff.
     pub const RETRYING: &str = "Retrying";
+    /// A canary release is under way (spec.rollout.canary): the new version gets a share of the
+    /// requests, step by step.
+    pub const CANARY_PROGRESSING: &str = "CanaryProgressing";
+    /// A canary step without a pause waits for `kubectl kubundle promote`.
+    pub const WAITING_FOR_PROMOTION: &str = "WaitingForPromotion";
+    /// The canary was aborted (a failed analysis, its deadline, or by request): the stable
+    /// version serves every request until the spec changes.
+    pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
 }
 
 /// A condition with the given fields; `lastTransitionTime` is `now`.

@@ -75,6 +75,9 @@ pub const VERSION: &str = "v1alpha1";
         .message("spec.ports[].nodePort is only allowed when spec.service.type is NodePort or LoadBalancer"),
     validation = Rule::new("!has(self.http) || self.ports.size() > 0")
         .message("spec.http routes to the Service's first port: spec.ports must list one"),
+    validation = Rule::new("!has(self.rollout) || !has(self.rollout.canary) || (has(self.http) && has(self.http.gateway))")
+        .field_path(".rollout.canary")
+        .message("spec.rollout.canary needs spec.http.gateway: the canary's share of the requests is set by the weights of the HTTPRoute kubundle writes for the Gateway (a Service or an Ingress cannot split requests by weight)"),
     validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || !has(self.replicas) || (has(oldSelf.replicas) && self.replicas == oldSelf.replicas)")
         .message("spec.replicas cannot be set or changed while spec.autoscaling is set: the autoscaler sets the number of pods. Change spec.autoscaling.minReplicas or maxReplicas instead (kubectl scale cannot scale an autoscaled AppBundle), or remove spec.autoscaling (leaving spec.replicas out, or removing it, is fine)"),
     validation = Rule::new("!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) == 0 || (type(self.disruptionBudget.minAvailable) == int ? self.disruptionBudget.minAvailable < (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) : int(string(self.disruptionBudget.minAvailable).replace('%', '')) * (has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) <= 100 * ((has(self.autoscaling) ? (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : (has(self.replicas) ? self.replicas : 1)) - 1))")
@@ -216,6 +219,14 @@ pub struct AppBundleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub revision_history_limit: Option<i32>,
+
+    /// How a new version of the pods reaches the users. Without it, a rolling update of the one
+    /// Deployment (readiness-gated, no capacity lost). With `canary`, a second Deployment and
+    /// Service (`NAME-canary`) run the new version beside the stable one and get a rising share
+    /// of the HTTPRoute's requests, step by step, checked by an analysis; then the stable
+    /// Deployment takes the new version (promotion), or the share goes back to 0 (abort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<rollout::RolloutSpec>,
 }
 
 /// A port of the container, and how the Service exposes it.
@@ -435,6 +446,11 @@ pub struct AppBundleStatus {
     /// The name of the ControllerRevision recording that spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_revision: Option<String>,
+
+    /// The canary release, while one runs and after it ends (with `spec.rollout.canary`): its
+    /// phase and step, the weights, the revisions, each check's last value and verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<rollout::RolloutStatus>,
 }
 
 /// What the HorizontalPodAutoscaler of an AppBundle reports.

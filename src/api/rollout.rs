@@ -4,9 +4,8 @@
 //! share of the requests, step by step, while an analysis checks it; then it is promoted, or it is
 //! aborted and its share goes back to 0. The rollout's state is in `status.rollout`.
 //!
-//! Not yet part of the AppBundle's spec: the controller does not run canaries yet (#24), and a
-//! field it would ignore is not offered. These types and the pure state machine in
-//! [`crate::rollout`] are the first step.
+//! The state machine is in [`crate::rollout`]; the controller runs it in
+//! src/reconcile/pipeline/canary.rs.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;

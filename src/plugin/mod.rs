@@ -6,6 +6,8 @@
 //! - `history NAME [--revision N]`: the recorded revisions, or one revision's spec ([`show_history`]).
 //! - `rollback NAME [--to-revision N]`: writes a recorded spec back into the AppBundle
 //!   ([`rollback`]).
+//! - `promote NAME [--full]`, `abort NAME`, `retry NAME`: a request to the AppBundle's canary
+//!   ([`canary`]).
 //!
 //! Every command takes `-n/--namespace`, `--context`, `--kubeconfig`, `--as`, `--as-group` as kubectl does, and
 //! `-o json` for scripts. Text output fits the terminal (long lines are cut on a terminal,
@@ -18,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod canary;
 pub mod rollback;
 pub mod show_history;
 pub mod show_status;
@@ -30,7 +33,7 @@ pub const FIELD_MANAGER: &str = "kubectl-kubundle";
     name = "kubectl kubundle",
     bin_name = "kubectl kubundle",
     version,
-    about = "Inspect AppBundles: their tree of children and pods, their rollout history, and roll back"
+    about = "Inspect AppBundles: their tree of children and pods, their rollout history; roll back; promote, abort or retry a canary"
 )]
 pub struct Cli {
     /// Namespace of the AppBundle (default: the kubeconfig context's, else "default").
@@ -91,6 +94,27 @@ pub enum Command {
         /// Say what would be written, and write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Let the canary go on past the step it waits at (a step without a pause, or one whose
+    /// pause is not over), or with --full promote it now. A request, not a spec change: allowed
+    /// under GitOps.
+    Promote {
+        /// Name of the AppBundle.
+        name: String,
+        /// Skip every step left: the stable Deployment takes the canary's version now.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Abort the canary: its share of the requests goes back to 0 at once, then its pods go; the
+    /// AppBundle is Stalled (RolloutAborted) until its spec changes or `retry`.
+    Abort {
+        /// Name of the AppBundle.
+        name: String,
+    },
+    /// Start an aborted canary again from its first step.
+    Retry {
+        /// Name of the AppBundle.
+        name: String,
     },
 }
 
@@ -195,6 +219,16 @@ pub async fn run(cli: Cli) -> Result<String, PluginError> {
             force,
             dry_run,
         } => rollback::rollback(&client, &ns, name, *to_revision, *force, *dry_run, json).await,
+        Command::Promote { name, full } => {
+            let ask = if *full {
+                canary::Ask::PromoteFull
+            } else {
+                canary::Ask::Promote
+            };
+            canary::ask(&client, &ns, name, ask).await
+        }
+        Command::Abort { name } => canary::ask(&client, &ns, name, canary::Ask::Abort).await,
+        Command::Retry { name } => canary::ask(&client, &ns, name, canary::Ask::Retry).await,
     }
 }
 

@@ -133,10 +133,91 @@ pub async fn gather(client: &Client, ns: &str, name: &str) -> Result<Tree, Plugi
         }
         root.children.push(node);
     }
+    if let Some(state) = bundle.status.as_ref().and_then(|s| s.rollout.as_ref()) {
+        root.children
+            .push(canary_node(client, ns, &bundle, state).await);
+    }
     Ok(Tree {
         namespace: ns.to_string(),
         app_bundle: root,
     })
+}
+
+/// The canary (status.rollout): its phase, step and weights, its Deployment and pods (when they
+/// can be read), and each check's last verdict.
+async fn canary_node(
+    client: &Client,
+    ns: &str,
+    bundle: &AppBundle,
+    r: &crate::api::rollout::RolloutStatus,
+) -> Node {
+    use crate::api::rollout::{Phase, Verdict};
+    use crate::render::canary::{canary_name, canary_selector_labels};
+    let name = canary_name(&bundle.name_any());
+    let steps = bundle
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|x| x.canary.as_ref())
+        .map_or(0, |c| c.steps.len());
+    let gateway = r
+        .gateway_weight
+        .map_or("not reported".to_string(), |w| format!("{w}%"));
+    let state = format!(
+        "{:?}, step {} of {steps}, weight {}% (the Gateway: {gateway}), {} pods, revision {} beside stable {}",
+        r.phase,
+        r.step_index + 1,
+        r.weight,
+        r.canary_replicas,
+        r.canary_revision,
+        r.stable_revision
+    );
+    let ok = matches!(r.phase, Phase::Promoted | Phase::Reverted);
+    let mut node = Node::new("Canary", &name, ok, state);
+    if !ok {
+        node = node.because(
+            r.reason.clone().unwrap_or_else(|| format!("{:?}", r.phase)),
+            r.message.clone(),
+        );
+    }
+    if let Ok(Some(d)) = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(&name)
+        .await
+    {
+        let selector = canary_selector_labels(&bundle.name_any())
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods = Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let mut dn = deployment_node(&d, desired);
+        dn.children = pod_nodes(&pods);
+        node.children.push(dn);
+    }
+    for c in &r.checks {
+        let value = c.value.clone().unwrap_or_else(|| "-".into());
+        let limit = c
+            .limit
+            .as_deref()
+            .map(|l| format!(" (limit {l})"))
+            .unwrap_or_default();
+        let check = Node::new(
+            "Check",
+            &c.name,
+            c.verdict == Verdict::Pass,
+            format!("{:?}: {value}{limit}", c.verdict),
+        );
+        node.children.push(match (&c.message, c.verdict) {
+            (Some(m), v) if v != Verdict::Pass => check.because(format!("{v:?}"), m.clone()),
+            _ => check,
+        });
+    }
+    node
 }
 
 fn bundle_node(bundle: &AppBundle) -> Node {

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 use tracing::debug;
 
+use super::analysis;
 use super::children::Settled;
 use super::children::routing;
 use super::observe::cached_bundle::CachedBundle;
@@ -77,6 +78,14 @@ pub struct Context {
     pub relists: relist::Relists,
     /// Old routing children draining while their replacement takes over (see [`routing`]).
     pub(super) handovers: routing::Handovers,
+    /// The HTTP client of the canaries' checks (see [`analysis`]).
+    pub(super) caller: analysis::Caller,
+    /// The specs of stable revisions a canary runs beside, by `namespace/revision name` (a
+    /// revision's name is a hash of its spec: what is read once stays true).
+    pub(super) stable_specs: Mutex<HashMap<String, crate::api::AppBundleSpec>>,
+    /// When the Gateway first reported each canary's route at its generation and weight, by
+    /// `namespace/name`: a controller reports before its proxies route so (see [`routing::DRAIN`]).
+    pub(super) route_reports: Mutex<HashMap<String, (i64, i32, std::time::Instant)>>,
 }
 
 impl Context {
@@ -95,6 +104,9 @@ impl Context {
             namespaces: namespaces::Namespaces::default(),
             crd_skew: crd_skew::CrdSkew::default(),
             relists: relist::Relists::new(&ChildKind::ALL.map(ChildKind::plural)),
+            caller: analysis::Caller::new(),
+            stable_specs: Mutex::default(),
+            route_reports: Mutex::default(),
             settings,
         }
     }

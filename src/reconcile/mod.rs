@@ -18,6 +18,7 @@
 //!   except an orphan kubundle itself made for an AppBundle of that name (its labels, no
 //!   controller), which is adopted.
 
+mod analysis;
 pub mod children;
 mod context;
 pub mod observe;
@@ -184,9 +185,24 @@ fn bundle_stream(
     // trigger a reconcile from the AppBundle itself: its own status writes do not. Children's
     // changes trigger through their watches.
     .predicate_filter(
-        predicates::generation.combine(predicates::labels),
+        predicates::generation
+            .combine(predicates::labels)
+            .combine(rollout_request),
         PredicateConfig::default(),
     )
+}
+
+/// A request to a canary (`kubectl kubundle promote`, an annotation) triggers a reconcile too.
+fn rollout_request(obj: &CachedBundle) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let value = obj
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(crate::rollout::REQUEST_ANNOTATION)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Every kind of child: watched in full (kubundle's label only), cached

@@ -1,6 +1,7 @@
 //! The canary's children (`spec.rollout.canary`, see [`crate::rollout`]): a Deployment and a
 //! Service of the name `NAME-canary`, and the HTTPRoute with a weight for each Service. Pure, like
-//! the rest of rendering; not yet rendered by the controller (#24).
+//! the rest of rendering; [`super::children_with`] puts them in the set while a canary is under
+//! way (or has been: a finished canary keeps its Deployment at 0 pods and its Service).
 //!
 //! The stable children keep their names, selectors and pods: the Deployment's selector is
 //! immutable and shared with the Service, the PodDisruptionBudget and the scale subresource. The
@@ -15,8 +16,38 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::DynamicObject;
 
 use super::{RenderError, deployment, http_route, labels, service};
-use crate::api::AppBundle;
+use crate::api::{AppBundle, AppBundleSpec};
 use crate::hash::fnv_hex;
+
+/// The annotation on the canary Deployment naming the pod revision it runs ([`pod_revision`]):
+/// its ready pods count for a canary only when it names that canary's.
+pub const POD_REVISION: &str = "kubundle.dev/pod-revision";
+
+/// What a canary asks of the children (the controller's plan, from [`crate::rollout::Plan`]).
+#[derive(Clone, Copy, Debug)]
+pub struct CanaryChildren<'a> {
+    /// The spec the stable Deployment runs when it is not the AppBundle's: the stable revision's,
+    /// while the canary runs the new one.
+    pub stable: Option<&'a AppBundleSpec>,
+    /// The canary's share of the requests, in percent.
+    pub weight: i32,
+    /// Pods of the canary Deployment.
+    pub replicas: i32,
+    /// The canary Deployment is left as it is (its share is going to 0 first).
+    pub frozen: bool,
+}
+
+/// `bundle` with the pods of `stable`: the stable Deployment's rendering while a canary runs.
+/// The number of pods (and the autoscaler) stay the AppBundle's: scaling needs no canary.
+pub fn with_stable_pods(bundle: &AppBundle, stable: &AppBundleSpec) -> AppBundle {
+    let mut spec = stable.clone();
+    spec.replicas = bundle.spec.replicas;
+    spec.autoscaling = bundle.spec.autoscaling.clone();
+    spec.progress_deadline_seconds = bundle.spec.progress_deadline_seconds;
+    let mut out = AppBundle::new(bundle.metadata.name.as_deref().unwrap_or_default(), spec);
+    out.metadata = bundle.metadata.clone();
+    out
+}
 
 /// The label on a canary's pods: `canary`. (The stable pods have none: adding one would roll them
 /// all when kubundle is upgraded.)
@@ -58,6 +89,10 @@ pub fn canary_deployment(bundle: &AppBundle, replicas: i32) -> Result<Deployment
     };
     d.metadata.name = Some(canary);
     relabel(&mut d.metadata.labels);
+    d.metadata.annotations = Some(BTreeMap::from([(
+        POD_REVISION.to_string(),
+        pod_revision(bundle)?,
+    )]));
     if let Some(spec) = d.spec.as_mut() {
         spec.replicas = Some(replicas);
         spec.selector.match_labels = Some(canary_selector_labels(&name));

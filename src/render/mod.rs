@@ -55,7 +55,7 @@ mod scaling;
 mod set;
 pub use http::{GKE_INGRESS_CLASSES, INGRESS_CLASS_ANNOTATION, http_route, ingress};
 pub use scaling::{DEFAULT_CPU_TARGET, autoscaler, disruption_budget};
-pub use set::{ChildKind, Rendered, children};
+pub use set::{ChildKind, Rendered, children, children_with};
 
 /// The children's selector: only labels that never change for a given AppBundle, because a
 /// Deployment's selector is immutable and user label edits must not break it.

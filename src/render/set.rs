@@ -10,6 +10,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde::Serialize;
 
+use super::canary::{
+    CanaryChildren, canary_deployment, canary_service, weighted_route, with_stable_pods,
+};
 use super::{RenderError, autoscaler, deployment, disruption_budget, http_route, ingress, service};
 use crate::api::AppBundle;
 
@@ -107,7 +110,22 @@ pub fn children(
     bundle: &AppBundle,
     config_digest: Option<&str>,
 ) -> Result<Vec<Rendered>, RenderError> {
-    let mut deployment = deployment(bundle)?;
+    children_with(bundle, config_digest, None)
+}
+
+/// The children `bundle` needs with a canary ([`super::canary`]): the stable Deployment on the
+/// pods of `canary.stable` (when set), the HTTPRoute split by the canary's weight, and after the
+/// others the canary's Deployment (unless frozen) and Service, named `NAME-canary`. Without a
+/// canary, exactly [`children`].
+pub fn children_with(
+    bundle: &AppBundle,
+    config_digest: Option<&str>,
+    canary: Option<&CanaryChildren>,
+) -> Result<Vec<Rendered>, RenderError> {
+    let mut deployment = match canary.and_then(|c| c.stable) {
+        Some(stable) => super::deployment(&with_stable_pods(bundle, stable))?,
+        None => deployment(bundle)?,
+    };
     if let Some(digest) = config_digest {
         super::config::annotate(&mut deployment, digest);
     }
@@ -121,7 +139,11 @@ pub fn children(
     if let Some(pdb) = disruption_budget(bundle)? {
         out.push(erase(ChildKind::PodDisruptionBudget, &pdb)?);
     }
-    if let Some(route) = http_route(bundle)? {
+    let route = match canary {
+        Some(c) => weighted_route(bundle, c.weight)?,
+        None => http_route(bundle)?,
+    };
+    if let Some(route) = route {
         out.push(Rendered {
             kind: ChildKind::HttpRoute,
             object: route,
@@ -129,6 +151,16 @@ pub fn children(
     }
     if let Some(ing) = ingress(bundle)? {
         out.push(erase(ChildKind::Ingress, &ing)?);
+    }
+    if let Some(c) = canary {
+        if !c.frozen {
+            let mut d = canary_deployment(bundle, c.replicas)?;
+            if let Some(digest) = config_digest {
+                super::config::annotate(&mut d, digest);
+            }
+            out.push(erase(ChildKind::Deployment, &d)?);
+        }
+        out.push(erase(ChildKind::Service, &canary_service(bundle)?)?);
     }
     Ok(out)
 }

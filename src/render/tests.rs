@@ -523,3 +523,106 @@ fn without_sidecars_or_init_containers_the_pod_has_no_init_containers() {
     let pod = pod_spec(&bundle(spec("nginx")));
     assert!(pod.init_containers.is_none());
 }
+
+/// A spec with every optional section, for the pinned rendering below.
+fn full_spec() -> AppBundleSpec {
+    serde_json::from_value(serde_json::json!({
+        "image": "web:1",
+        "replicas": 3,
+        "ports": [{"name": "http", "containerPort": 8080, "servicePort": 80}],
+        "env": [{"name": "A", "value": "1"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+        "resources": {"requests": {"cpu": "100m"}},
+        "sidecars": [{"name": "proxy", "image": "proxy:1"}],
+        "initContainers": [{"name": "migrate", "image": "migrate:1"}],
+        "disruptionBudget": {"maxUnavailable": 1},
+        "http": {"hostnames": ["web.example.com"], "gateway": {"name": "gw"}},
+        "podTemplate": {"labels": {"team": "a"}, "serviceAccountName": "web"},
+    }))
+    .unwrap()
+}
+
+/// The rendering of AppBundles without `spec.rollout` is byte for byte what kubundle rendered
+/// before canaries existed (these hashes were taken from that version, 895566f): an upgrade
+/// writes no child and rolls no pod.
+#[test]
+fn without_a_canary_the_children_render_exactly_as_before_canaries() {
+    let hashes = |b: &AppBundle| {
+        children(b, Some("cafe"))
+            .unwrap()
+            .iter()
+            .map(|r| crate::hash::fnv_hex(&serde_json::to_vec(&r.object).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let b = bundle(full_spec());
+    assert_eq!(hashes(&b), PINNED);
+    // spec.rollout set, before any canary ran (no status.rollout): the same children.
+    let mut with_rollout = full_spec();
+    with_rollout.rollout = Some(
+        serde_json::from_value(serde_json::json!({"canary": {"steps": [{"weight": 10}]}})).unwrap(),
+    );
+    assert_eq!(hashes(&bundle(with_rollout)), PINNED);
+}
+
+const PINNED: [&str; 4] = [
+    "72b42756e0692096",
+    "8083692f2d0fcd7e",
+    "72942c808cddfe34",
+    "c6226c4ded32ebd5",
+];
+
+/// During a canary: the stable Deployment runs the stable spec's pods with the AppBundle's
+/// replicas, the route splits by the weight, the canary's Deployment (unless frozen) and Service
+/// come last.
+#[test]
+fn a_canary_renders_the_stable_pods_the_split_and_its_own_children() {
+    let mut next = full_spec();
+    next.image = "web:2".into();
+    next.replicas = Some(5);
+    let b = bundle(next);
+    let stable = full_spec();
+    let plan = canary::CanaryChildren {
+        stable: Some(&stable),
+        weight: 20,
+        replicas: 1,
+        frozen: false,
+    };
+    let set = children_with(&b, None, Some(&plan)).unwrap();
+    let names: Vec<(ChildKind, String)> = set
+        .iter()
+        .map(|r| (r.kind, r.object.metadata.name.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (ChildKind::Deployment, "frontend".to_string()),
+            (ChildKind::Service, "frontend".into()),
+            (ChildKind::PodDisruptionBudget, "frontend".into()),
+            (ChildKind::HttpRoute, "frontend".into()),
+            (ChildKind::Deployment, "frontend-canary".into()),
+            (ChildKind::Service, "frontend-canary".into()),
+        ]
+    );
+    let d = &set[0].object.data["spec"];
+    assert_eq!(d["replicas"], 5, "the AppBundle's replicas");
+    assert_eq!(d["template"]["spec"]["containers"][0]["image"], "web:1");
+    let c = &set[4].object.data["spec"];
+    assert_eq!(c["replicas"], 1);
+    assert_eq!(c["template"]["spec"]["containers"][0]["image"], "web:2");
+    assert_eq!(
+        set[3].object.data["spec"]["rules"][0]["backendRefs"][1]["weight"],
+        20
+    );
+    // Frozen: no canary Deployment rendered (it keeps what it runs), its Service stays.
+    let frozen = canary::CanaryChildren {
+        frozen: true,
+        ..plan
+    };
+    let set = children_with(&b, None, Some(&frozen)).unwrap();
+    assert_eq!(set.len(), 5);
+    assert_eq!(
+        set[4].object.metadata.name.as_deref(),
+        Some("frontend-canary")
+    );
+    assert_eq!(set[4].kind, ChildKind::Service);
+}

@@ -49,6 +49,11 @@ pub struct Target<'a> {
     pub stable: &'a str,
 }
 
+/// The annotation a person's request to a canary is written in (`kubectl kubundle promote`,
+/// `abort`, `retry`): `ACTION REVISION TIME`. Not the spec: a GitOps tool that syncs the spec
+/// leaves it alone, and the request names the canary revision it is meant for.
+pub const REQUEST_ANNOTATION: &str = "kubundle.dev/rollout-request";
+
 /// What a person asked for through the request annotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {

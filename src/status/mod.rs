@@ -317,6 +317,19 @@ pub fn is_milestone(old: &AppBundleStatus, new: &AppBundleStatus) -> bool {
         || old.current_revision != new.current_revision
         || is_true(old, STALLED) != is_true(new, STALLED)
         || (is_true(new, STALLED) && cond(old, STALLED) != cond(new, STALLED))
+        || canary_moved(old, new)
+}
+
+/// The canary's state changed (not only its message): its next move is decided from what is
+/// written, so it is written at once.
+fn canary_moved(old: &AppBundleStatus, new: &AppBundleStatus) -> bool {
+    let state = |s: &AppBundleStatus| {
+        s.rollout.clone().map(|mut r| {
+            r.message.clear();
+            r
+        })
+    };
+    state(old) != state(new)
 }
 
 /// The shortest time between two status writes of one AppBundle that only show progress (see
@@ -635,8 +648,10 @@ fn missing_message(missing: &[ConfigRef]) -> String {
     )
 }
 
+mod canary;
 pub mod pods;
 pub mod route;
+pub use canary::with_canary;
 
 #[cfg(test)]
 mod tests;

@@ -88,10 +88,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [list]
 # Rollout history: each rolled-out spec recorded as a ControllerRevision owned by its AppBundle.
 # list (only when recording a new spec), create, patch (renumber a spec rolled back to), delete
-# (beyond spec.revisionHistoryLimit); never watched.
+# (beyond spec.revisionHistoryLimit), get (the stable revision's spec a canary runs beside, once
+# per revision); never watched.
 - apiGroups: [apps]
   resources: [controllerrevisions]
-  verbs: [list, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 # ConfigMaps the pods use: watched as metadata (is one missing? did it change?), read (get) only for
 # AppBundles with spec.rolloutOnConfigChange, when it changed. Secrets likewise, only where
 # configRollouts.secrets grants it: listing Secrets reveals their contents, so least privilege

@@ -170,13 +170,15 @@ fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
         .iter()
         .flatten()
         .any(|o| o.controller == Some(true));
+    let canary = crate::render::canary::canary_name(bundle_name);
     uncontrolled
         && label(labels::MANAGED_BY) == Some(labels::MANAGER)
-        && label(labels::INSTANCE) == Some(bundle_name)
+        && (label(labels::INSTANCE) == Some(bundle_name)
+            || label(labels::INSTANCE) == Some(canary.as_str()))
         && label(labels::NAME) == Some(bundle_name)
 }
 
-fn rendering_hash<K: Serialize>(desired: &K, what: &'static str) -> Result<String> {
+pub fn rendering_hash<K: Serialize>(desired: &K, what: &'static str) -> Result<String> {
     let bytes = serde_json::to_vec(desired).map_err(|source| Error::Serialize { what, source })?;
     Ok(crate::hash::fnv_hex(&bytes))
 }
@@ -311,5 +313,13 @@ mod tests {
         assert!(!is_orphan(&meta(&ours, true), "web"));
         assert!(!is_orphan(&meta(&ours, false), "api"));
         assert!(!is_orphan(&meta(&ours[1..], false), "web"));
+        // The canary's children are the AppBundle's too; an AppBundle named `web-canary` is not.
+        let canary = [
+            (labels::MANAGED_BY, "kubundle"),
+            (labels::INSTANCE, "web-canary"),
+            (labels::NAME, "web"),
+        ];
+        assert!(is_orphan(&meta(&canary, false), "web"));
+        assert!(!is_orphan(&meta(&canary, false), "web-canary"));
     }
 }

@@ -18,7 +18,7 @@ pub mod routing;
 mod settled;
 
 pub use apply::Writing;
-pub use child::{Change, Child, Found, RENDERED_HASH, api, cached, read};
+pub use child::{Change, Child, Found, RENDERED_HASH, api, cached, read, rendering_hash};
 pub use prune::{Stale, is_stale_child, prune};
 pub use refusal::{is_definite_refusal, is_namespace_terminating, refusal_may_lift};
 pub use settled::Settled;

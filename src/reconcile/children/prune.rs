@@ -20,7 +20,7 @@ pub struct Stale {
 }
 
 /// Whether an object seen in a child watch is a stale child of the AppBundle `bundle_name`
-/// (UID `owner_uid`): controlled by it and labelled by kubundle for it.
+/// (UID `owner_uid`): controlled by it and labelled by kubundle for it (or for its canary).
 pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name: &str) -> bool {
     let label = |k: &str| {
         meta.labels
@@ -28,10 +28,12 @@ pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name
             .and_then(|l| l.get(k))
             .map(String::as_str)
     };
+    let canary = crate::render::canary::canary_name(bundle_name);
     controlled_by(meta, owner_uid)
         && meta.deletion_timestamp.is_none()
         && label(labels::MANAGED_BY) == Some(labels::MANAGER)
-        && label(labels::INSTANCE) == Some(bundle_name)
+        && (label(labels::INSTANCE) == Some(bundle_name)
+            || label(labels::INSTANCE) == Some(canary.as_str()))
 }
 
 /// Deletes a stale child: exactly the object seen (a UID precondition), so that an object of

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use super::configure::Configured;
 use super::read::Children;
 use super::run::{Run, never_reported};
+use super::write::Changed;
 use crate::api::{AppBundle, AppBundleStatus, READY, TRUE, find_condition};
 use crate::events::EventType;
 use crate::reconcile::children::Change;
@@ -24,13 +25,13 @@ pub(super) fn changes(
     bundle: &AppBundle,
     config: &Configured,
     children: &Children,
-    mut changes: Vec<(&'static str, Change)>,
+    mut changes: Vec<Changed>,
     status: &AppBundleStatus,
 ) {
     let first_rollout = never_reported(bundle)
         && changes
             .iter()
-            .all(|(_, c)| matches!(c, Change::Created | Change::None));
+            .all(|(_, _, c)| matches!(c, Change::Created | Change::None));
     let new_spec =
         bundle.status.as_ref().and_then(|s| s.observed_generation) != bundle.metadata.generation;
     let rolling_out = children.blocker.is_none()
@@ -43,13 +44,13 @@ pub(super) fn changes(
         && live != digest
         && changes
             .iter()
-            .any(|(kind, c)| *kind == ChildKind::Deployment.name() && *c == Change::Updated);
+            .any(|(kind, _, c)| *kind == ChildKind::Deployment.name() && *c == Change::Updated);
     if config_rollout {
-        changes.retain(|(kind, _)| *kind != ChildKind::Deployment.name());
+        changes.retain(|(kind, _, _)| *kind != ChildKind::Deployment.name());
         config_changed(run, config, &children.name, live, digest);
     }
     if !told_later {
-        announce(run.ctx, &run.reference, &children.name, &changes);
+        announce(run.ctx, &run.reference, &changes);
     }
 }
 
@@ -82,15 +83,10 @@ fn config_changed(
 }
 
 /// One Event for what this reconcile changed, naming each child.
-pub(super) fn announce(
-    ctx: &Context,
-    reference: &ObjectReference,
-    name: &str,
-    changes: &[(&str, Change)],
-) {
+pub(super) fn announce(ctx: &Context, reference: &ObjectReference, changes: &[Changed]) {
     let notes: Vec<String> = changes
         .iter()
-        .filter_map(|(kind, change)| match change {
+        .filter_map(|(kind, name, change)| match change {
             Change::None => None,
             Change::Created => Some(format!("created {kind} {name}")),
             Change::Adopted => Some(format!(
@@ -107,7 +103,7 @@ pub(super) fn announce(
     if notes.is_empty() {
         return;
     }
-    let has = |c: Change| changes.iter().any(|(_, x)| *x == c);
+    let has = |c: Change| changes.iter().any(|(_, _, x)| *x == c);
     let reason = if has(Change::Updated) {
         "Updated"
     } else if has(Change::Deleted) && !has(Change::Created) && !has(Change::Adopted) {

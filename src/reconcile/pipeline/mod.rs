@@ -1,14 +1,15 @@
 //! One reconcile of one AppBundle, as a list of steps, each in the file of its job:
 //!
-//! guard -> parse -> [`configure`] -> render -> [`read`] -> [`write`] -> [`observe`] -> status
-//! ([`crate::status`]) -> [`record`] -> [`notes`] -> [`announce`] -> the status write
-//! ([`crate::reconcile::report`]) -> [`schedule`].
+//! guard -> parse -> [`configure`] -> [`canary`] -> render -> [`read`] -> [`write`] ->
+//! [`observe`] -> status ([`crate::status`]) -> [`record`] -> [`notes`] -> [`announce`] -> the
+//! status write ([`crate::reconcile::report`]) -> [`schedule`].
 //!
 //! A step either hands its result to the next or ends the reconcile with an [`Action`]
 //! (`ControlFlow::Break`): a namespace being deleted, an AppBundle deleted meanwhile, a spec that
 //! cannot get as far as its children.
 
 mod announce;
+mod canary;
 mod configure;
 mod notes;
 mod observe;
@@ -52,11 +53,15 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
     let run = Run::new(ctx, obj);
     let bundle = next!(spec::parse(&run, obj).await);
     let config = next!(configure::configure(ctx, &run.ns, &bundle).await);
-    let rendered = next!(spec::render(&run, &bundle, config.digest.as_deref()).await);
+    let mut canary = next!(canary::decide(&run, &bundle, config.digest.as_deref()).await);
+    let canary_children = canary.as_ref().and_then(canary::Canary::children);
+    let digest = config.digest.as_deref();
+    let rendered = next!(spec::render(&run, &bundle, digest, canary_children.as_ref()).await);
     let mut children =
         read::children(ctx, &run.ns, &bundle, rendered, config.digest.is_some()).await?;
-    let written = next!(write::as_a_unit(&run, &bundle, &mut children).await);
-    let seen = next!(observe::observe(&run, &bundle, &children).await);
+    let mut written = next!(write::as_a_unit(&run, &bundle, &mut children).await);
+    let gateway = canary.as_mut().and_then(|c| c.gateway.take());
+    let seen = next!(observe::observe(&run, &bundle, &children, gateway).await);
     let mut status = status::compute(
         &bundle,
         &seen.observed(&config.resolved),
@@ -64,12 +69,28 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         &ctx.settings.cluster_domain,
         &run.now,
     );
+    let canary_recheck = canary.as_ref().and_then(|c| c.decision.recheck);
+    let route_recheck = canary.as_ref().and_then(|c| c.settle_recheck);
+    if let Some(c) = canary.as_ref() {
+        status::with_canary(
+            &mut status,
+            c.decision.status.clone(),
+            bundle.metadata.generation,
+            &run.now,
+        );
+        if c.decision.status.is_some() {
+            canary::quiet_moves(&mut written.changes, &children.name);
+        }
+    }
     let blocker = children.blocker.as_ref();
     let history_retry = record::history(&run, &bundle, blocker, &written, &mut status).await;
     let class_recheck = notes::on_ready(&run, &bundle, &children.name, &written, &mut status).await;
     let made_of = made_of(&children);
     let drain_recheck = written.drain_recheck;
     announce::changes(&run, &bundle, &config, &children, written.changes, &status);
+    if let Some(c) = canary.as_ref() {
+        c.tell(&run, &bundle);
+    }
     let held_back = write_status(
         &ctx.reporter(),
         &run.status_api,
@@ -86,6 +107,8 @@ pub async fn reconcile_one(obj: &CachedBundle, ctx: &Context) -> Result<Action> 
         class_recheck,
         drain_recheck,
         config.settle_again,
+        canary_recheck,
+        route_recheck,
     ]))
 }
 
@@ -94,7 +117,10 @@ fn made_of(children: &read::Children) -> String {
     children
         .set
         .iter()
-        .map(|c| format!("{} {}", c.kind.name(), children.name))
+        .map(|c| {
+            let name = c.desired.metadata.name.as_deref().unwrap_or_default();
+            format!("{} {name}", c.kind.name())
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -57,10 +57,12 @@ impl Seen<'_> {
     }
 }
 
+/// `gateway`: the Gateway as the canary step read it, if it did (it is not read twice).
 pub(super) async fn observe<'a>(
     run: &Run<'_>,
     bundle: &AppBundle,
     children: &'a Children,
+    gateway: Option<GatewayLook>,
 ) -> Step<Seen<'a>> {
     let (ctx, ns, name) = (run.ctx, &run.ns, &children.name);
     let deployment: Option<Deployment> = children
@@ -86,9 +88,10 @@ pub(super) async fn observe<'a>(
         _ => None,
     };
     let route = children.live(ChildKind::HttpRoute).and_then(Child::live);
-    let gateway = match route {
-        Some(_) => read_gateway(ctx, bundle).await,
-        None => None,
+    let gateway = match (route, gateway) {
+        (Some(_), Some(look)) => Some(look),
+        (Some(_), None) => read_gateway(ctx, bundle).await,
+        (None, _) => None,
     };
     Ok(ControlFlow::Continue(Seen {
         deployment,
@@ -147,7 +150,7 @@ async fn deployment_cache_behind(ctx: &Context, ns: &str, name: &str) -> bool {
 
 /// The Gateway the HTTPRoute attaches to (for the URL's host, scheme and port, and to say when
 /// it does not exist). A read kubundle may not make says nothing.
-async fn read_gateway(ctx: &Context, bundle: &AppBundle) -> Option<GatewayLook> {
+pub(super) async fn read_gateway(ctx: &Context, bundle: &AppBundle) -> Option<GatewayLook> {
     let gateway = bundle.spec.http.as_ref()?.gateway.as_ref()?;
     let ns = gateway
         .namespace

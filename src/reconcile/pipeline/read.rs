@@ -35,9 +35,17 @@ pub(super) struct Children {
 }
 
 impl Children {
-    /// The live child of `kind`, if the spec asks for one and it exists.
+    /// The child of `kind` of the AppBundle's own name (not the canary's), if the spec asks for
+    /// one.
     pub fn live(&self, kind: ChildKind) -> Option<&Child> {
-        self.set.iter().find(|c| c.kind == kind)
+        self.named(kind, &self.name)
+    }
+
+    /// The child of `kind` and `name`, if the spec asks for one.
+    pub fn named(&self, kind: ChildKind, name: &str) -> Option<&Child> {
+        self.set
+            .iter()
+            .find(|c| c.kind == kind && c.desired.metadata.name.as_deref() == Some(name))
     }
 }
 
@@ -86,7 +94,7 @@ pub(super) async fn children(
     let live_digest = set
         .iter()
         .filter(|_| follows_config)
-        .find(|c| c.kind == ChildKind::Deployment)
+        .find(|c| c.kind == ChildKind::Deployment && c.desired.metadata.name == Some(name.clone()))
         .and_then(Child::live_as::<Deployment>)
         .and_then(|d| render::config::digest_of(&d).map(str::to_string));
     Ok(Children {
@@ -100,15 +108,27 @@ pub(super) async fn children(
 }
 
 /// Children the spec no longer asks for, from the cache (no request).
+/// The canary's Deployment and Service are stale once the spec has no canary; a frozen canary
+/// Deployment (not rendered while its share goes to 0) is not.
 fn stale(ctx: &Context, ns: &str, rendered: &[Rendered], uid: &str, name: &str) -> Vec<Stale> {
-    ChildKind::ALL
+    let canary = render::canary::canary_name(name);
+    let has_canary = rendered
+        .iter()
+        .any(|r| r.object.metadata.name.as_deref() == Some(canary.as_str()));
+    let own = ChildKind::ALL
         .into_iter()
         .filter(|k| k.optional() && !rendered.iter().any(|r| r.kind == *k))
-        .filter_map(|k| ctx.cache.get(k, ns, name).map(|c| (k, c.object().metadata)))
-        .filter(|(_, meta)| children::is_stale_child(meta, uid, name))
-        .map(|(kind, meta)| Stale {
+        .map(|k| (k, name));
+    let canaries = [ChildKind::Deployment, ChildKind::Service]
+        .into_iter()
+        .filter(|_| !has_canary)
+        .map(|k| (k, canary.as_str()));
+    own.chain(canaries)
+        .filter_map(|(k, n)| ctx.cache.get(k, ns, n).map(|c| (k, n, c.object().metadata)))
+        .filter(|(_, _, meta)| children::is_stale_child(meta, uid, name))
+        .map(|(kind, n, meta)| Stale {
             kind,
-            name: name.to_string(),
+            name: n.to_string(),
             uid: meta.uid.unwrap_or_default(),
         })
         .collect()

@@ -30,7 +30,11 @@ pub(super) async fn history(
     let ctx = run.ctx;
     // Children adopted (the AppBundle was deleted with --cascade=orphan and applied again): its
     // revisions come with them, and the next is numbered after theirs.
-    if written.changes.iter().any(|(_, c)| *c == Change::Adopted) {
+    if written
+        .changes
+        .iter()
+        .any(|(_, _, c)| *c == Change::Adopted)
+    {
         match history::adopt_orphans(&ctx.client, bundle, &ctx.metrics).await {
             Ok(Some(highest)) if status.revision.unwrap_or(0) < highest => {
                 status.revision = Some(highest);

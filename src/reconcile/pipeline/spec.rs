@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use super::run::{Run, Step};
 use crate::api::AppBundle;
 use crate::reconcile::observe::cached_bundle::CachedBundle;
+use crate::render::canary::CanaryChildren;
 use crate::render::{self, ChildKind};
 use crate::status::Blocker;
 
@@ -35,8 +36,9 @@ pub async fn render(
     run: &Run<'_>,
     bundle: &AppBundle,
     digest: Option<&str>,
+    canary: Option<&CanaryChildren<'_>>,
 ) -> Step<Vec<render::Rendered>> {
-    let rendered = match render::children(bundle, digest) {
+    let rendered = match render::children_with(bundle, digest, canary) {
         Ok(rendered) => rendered,
         Err(e) => {
             let message = e.to_string();

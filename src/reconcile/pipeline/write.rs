@@ -29,13 +29,17 @@ use crate::status::Blocker;
 /// What the write step did.
 #[derive(Default)]
 pub(super) struct Written {
-    /// Each child's change, by kind (the children the spec asks for, then the stale ones).
-    pub changes: Vec<(&'static str, Change)>,
+    /// Each child's change: its kind, its name (the AppBundle's, or the canary's) and what
+    /// happened (the children the spec asks for, then the stale ones).
+    pub changes: Vec<Changed>,
     /// Stale routing children kept until their replacement routes.
     pub held: Vec<ChildKind>,
     /// When a stale routing child whose replacement routes has drained.
     pub drain_recheck: Option<Duration>,
 }
+
+/// A child's kind, name and change.
+pub(super) type Changed = (&'static str, String, Change);
 
 /// One write's outcome.
 type Outcome = Result<Change, kube::Error>;
@@ -93,7 +97,7 @@ pub(super) async fn as_a_unit(
     if let Some(e) = sorted.transient {
         // Retried with backoff; the status stays as it was (nothing definite to say), and
         // what did change is told now.
-        announce::announce(ctx, &run.reference, &children.name, &written.changes);
+        announce::announce(ctx, &run.reference, &written.changes);
         return Err(e.into());
     }
     Ok(ControlFlow::Continue(written))
@@ -190,8 +194,11 @@ async fn apply_in_order(
     }
     for (i, (c, n)) in set.iter_mut().zip(needed).enumerate() {
         if c.kind == ChildKind::Deployment {
-            // The replicas pass to the autoscaler, or to nobody, without a dip (children/handover.rs).
-            handover::release_replicas(bundle, c, writing.metrics).await?;
+            // The replicas pass to the autoscaler, or to nobody, without a dip (children/handover.rs);
+            // the canary's are always kubundle's.
+            if c.desired.metadata.name.as_deref() == Some(writing.bundle_name) {
+                handover::release_replicas(bundle, c, writing.metrics).await?;
+            }
             results[i] = c.apply(*n, writing).await;
         }
     }
@@ -239,7 +246,7 @@ async fn prune_stale(
 /// The write outcomes, sorted: the changes made, a definite refusal (becomes the blocker), a
 /// namespace being deleted, or a transient error to retry.
 struct Sorted {
-    changes: Vec<(&'static str, Change)>,
+    changes: Vec<Changed>,
     transient: Option<kube::Error>,
     namespace_terminating: bool,
 }
@@ -255,14 +262,15 @@ fn sort_outcomes(
         transient: None,
         namespace_terminating: false,
     };
-    let kinds = children
+    let kinds: Vec<(ChildKind, String)> = children
         .set
         .iter()
-        .map(|c| c.kind)
-        .chain(children.stale.iter().map(|st| st.kind));
-    for (kind, result) in kinds.zip(results.into_iter().chain(pruned)) {
+        .map(|c| (c.kind, c.desired.metadata.name.clone().unwrap_or_default()))
+        .chain(children.stale.iter().map(|st| (st.kind, st.name.clone())))
+        .collect();
+    for ((kind, name), result) in kinds.into_iter().zip(results.into_iter().chain(pruned)) {
         match result {
-            Ok(change) => sorted.changes.push((kind.name(), change)),
+            Ok(change) => sorted.changes.push((kind.name(), name, change)),
             Err(e) if children::is_namespace_terminating(&e) => sorted.namespace_terminating = true,
             Err(e) if is_definite_refusal(&e) => {
                 let retry = children::refusal_may_lift(&e);

@@ -10,9 +10,13 @@
 //!   `FRONTEND_VERSION` (shown on the page and in the `X-Frontend-Version` header),
 //!   `SHUTDOWN_DELAY_SECONDS` (5): after SIGTERM the server keeps answering this long, so that
 //!   clients are not refused while the endpoint is being removed from the Service, then drains.
+//!   `FAIL_PERCENT` (0): this share of the page's requests (`GET /`) is answered 500, evenly
+//!   spread: a version that is ready but wrong, for a canary's analysis to catch.
 
 mod redis;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,6 +33,10 @@ struct Config {
     leader: String,
     follower: String,
     version: String,
+    /// Percent of the page's requests answered 500.
+    fail_percent: u64,
+    /// Page requests so far (which of them fail).
+    served: Arc<AtomicU64>,
 }
 
 impl Config {
@@ -47,6 +55,11 @@ impl Config {
             follower: service("REDIS_FOLLOWER", "redis-follower"),
             version: var("FRONTEND_VERSION")
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+            fail_percent: var("FAIL_PERCENT")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+                .min(100),
+            served: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -87,8 +100,14 @@ async fn add(State(config): State<Config>, body: String) -> Response {
     }
 }
 
-async fn page(State(config): State<Config>) -> Html<String> {
-    Html(include_str!("page.html").replace("{{VERSION}}", &config.version))
+async fn page(State(config): State<Config>) -> Response {
+    // Request n fails when the share of failures so far falls behind FAIL_PERCENT.
+    let n = config.served.fetch_add(1, Ordering::Relaxed);
+    if (n + 1) * config.fail_percent / 100 > n * config.fail_percent / 100 {
+        let msg = format!("version {} fails {}% of the requests\n", config.version, config.fail_percent);
+        return (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response();
+    }
+    Html(include_str!("page.html").replace("{{VERSION}}", &config.version)).into_response()
 }
 
 async fn stamp_version(State(config): State<Config>, mut response: Response) -> Response {
