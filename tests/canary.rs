@@ -329,6 +329,28 @@ mod real_canary {
         let r = rollout(&done).unwrap();
         assert_eq!((r.weight, r.canary_replicas), (0, 0), "{r:?}");
         assert!(r.checks.iter().any(|c| c.name == "error-rate"), "{r:?}");
+
+        // A finished canary costs no writes: the AppBundle (its resourceVersion: no status
+        // write) and its Deployments (their generation: their status is the Deployment
+        // controller's, the canary's pods still shutting down) stay as they are.
+        let versions = || async {
+            let b = api.get("web").await.unwrap();
+            let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+            let d = deployments.get("web").await.unwrap();
+            let c = deployments.get("web-canary").await.unwrap();
+            (
+                b.metadata.resource_version.unwrap(),
+                d.metadata.generation,
+                c.metadata.generation,
+            )
+        };
+        let before = versions().await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(
+            versions().await,
+            before,
+            "writes at steady state after the canary"
+        );
         delete_namespace(&client, &ns).await;
     }
 
@@ -469,6 +491,12 @@ mod real_canary {
         );
         let reconciling = condition_of(&paused, "Reconciling").unwrap();
         assert_eq!(reconciling.0, "True", "kstatus must read InProgress");
+        let object = serde_json::to_value(&paused).unwrap();
+        assert_eq!(
+            argocd_health(&object).0,
+            "Suspended",
+            "Argo CD's health of a paused canary"
+        );
         // Nothing moves by itself.
         tokio::time::sleep(Duration::from_secs(8)).await;
         let still = api.get("web").await.unwrap();
@@ -503,6 +531,12 @@ mod real_canary {
         assert_eq!(
             (stalled.0.as_str(), stalled.1.as_str()),
             ("True", "RolloutAborted")
+        );
+        let object = serde_json::to_value(&aborted).unwrap();
+        assert_eq!(
+            argocd_health(&object).0,
+            "Degraded",
+            "Argo CD's health of an aborted canary"
         );
         let status = run_ok(kubectl_kubundle(&["status", "web", "-n", &ns]));
         eprintln!("{status}");

@@ -770,23 +770,6 @@ async fn startup_without_the_crd_fails_with_a_clear_error() {
     drop(down); // a second `down` finds no state and does nothing
 }
 
-/// Runs the Argo CD health check (deploy/gitops/argocd/health.lua) on an object, in Lua 5.1 (Argo
-/// CD's gopher-lua speaks 5.1): returns (status, message).
-fn argocd_health(object: &serde_json::Value) -> (String, String) {
-    use mlua::LuaSerdeExt;
-    use mlua::serde::SerializeOptions;
-    let lua = mlua::Lua::new();
-    let options = SerializeOptions::new()
-        .serialize_none_to_null(false)
-        .serialize_unit_to_null(false);
-    let obj = lua.to_value_with(object, options).unwrap();
-    lua.globals().set("obj", obj).unwrap();
-    let script =
-        std::fs::read_to_string(repo_root().join("deploy/gitops/argocd/health.lua")).unwrap();
-    let hs: mlua::Table = lua.load(&script).eval().unwrap();
-    (hs.get("status").unwrap(), hs.get("message").unwrap())
-}
-
 /// The Argo CD health check gives Healthy, Progressing and Degraded on real AppBundles in those states.
 #[tokio::test]
 async fn argocd_health_check_reads_real_status() {

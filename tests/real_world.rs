@@ -584,6 +584,31 @@ async fn more_invalid_bundles_are_refused_at_apply_time() {
             "  sidecars: [{name: Log_Shipper, image: logs}]\n",
             "spec.sidecars[0].name",
         ),
+        // Canaries: the split needs a Gateway; steps rise, at most 10; checks have bounds.
+        (
+            "  rollout: {canary: {steps: [{weight: 20}]}}\n",
+            "spec.rollout.canary needs spec.http.gateway",
+        ),
+        (
+            "  http: {ingress: {}}\n  rollout: {canary: {steps: [{weight: 20}]}}\n",
+            "spec.rollout.canary needs spec.http.gateway",
+        ),
+        (
+            "  http: {gateway: {name: gw}}\n  rollout: {canary: {steps: [{weight: 50}, {weight: 20}]}}\n",
+            "must rise from one step to the next",
+        ),
+        (
+            "  http: {gateway: {name: gw}}\n  rollout: {canary: {steps: [{weight: 0}]}}\n",
+            "spec.rollout.canary.steps[0].weight",
+        ),
+        (
+            "  http: {gateway: {name: gw}}\n  rollout: {canary: {steps: [{weight: 1}, {weight: 2}, {weight: 3}, {weight: 4}, {weight: 5}, {weight: 6}, {weight: 7}, {weight: 8}, {weight: 9}, {weight: 10}, {weight: 11}]}}\n",
+            "spec.rollout.canary.steps",
+        ),
+        (
+            "  http: {gateway: {name: gw}}\n  rollout: {canary: {steps: [{weight: 20}], analysis: {prometheus: [{name: errors, address: 'http://p:9090', query: up}]}}}\n",
+            "needs min or max",
+        ),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
         let name = format!("bad{i}");

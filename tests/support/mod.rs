@@ -491,3 +491,20 @@ pub fn kubectl_kubundle(args: &[&str]) -> Command {
     cmd.env("PATH", std::env::join_paths(dirs).expect("a PATH"));
     cmd
 }
+
+/// Runs the Argo CD health check (deploy/gitops/argocd/health.lua) on an object, in Lua 5.1 (Argo
+/// CD's gopher-lua speaks 5.1): returns (status, message).
+pub fn argocd_health(object: &serde_json::Value) -> (String, String) {
+    use mlua::LuaSerdeExt;
+    use mlua::serde::SerializeOptions;
+    let lua = mlua::Lua::new();
+    let options = SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    let obj = lua.to_value_with(object, options).unwrap();
+    lua.globals().set("obj", obj).unwrap();
+    let script =
+        std::fs::read_to_string(repo_root().join("deploy/gitops/argocd/health.lua")).unwrap();
+    let hs: mlua::Table = lua.load(&script).eval().unwrap();
+    (hs.get("status").unwrap(), hs.get("message").unwrap())
+}

@@ -23,6 +23,12 @@ local ready = conditions["Ready"]
 if ready ~= nil and ready.status == "True" then
   return {status = "Healthy", message = ready.message or "Ready"}
 end
+-- A canary waiting at a step for `kubectl kubundle promote`: a person's move, as Argo Rollouts'
+-- paused rollouts are Suspended. (An aborted canary is Stalled: Degraded, above.)
+local rollout = obj.status.rollout
+if rollout ~= nil and rollout.phase == "Paused" then
+  return {status = "Suspended", message = (ready and ready.message) or "waiting for promotion"}
+end
 local reconciling = conditions["Reconciling"]
 if reconciling ~= nil and reconciling.status == "True" then
   return {status = "Progressing", message = reconciling.message or "Reconciling"}
