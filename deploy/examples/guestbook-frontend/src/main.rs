@@ -104,7 +104,10 @@ async fn page(State(config): State<Config>) -> Response {
     // Request n fails when the share of failures so far falls behind FAIL_PERCENT.
     let n = config.served.fetch_add(1, Ordering::Relaxed);
     if (n + 1) * config.fail_percent / 100 > n * config.fail_percent / 100 {
-        let msg = format!("version {} fails {}% of the requests\n", config.version, config.fail_percent);
+        let msg = format!(
+            "version {} fails {}% of the requests\n",
+            config.version, config.fail_percent
+        );
         return (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response();
     }
     Html(include_str!("page.html").replace("{{VERSION}}", &config.version)).into_response()
