@@ -52,3 +52,103 @@ pub fn with_canary(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::RolloutStatus;
+
+    fn at() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn state(phase: Phase) -> RolloutStatus {
+        serde_json::from_value(serde_json::json!({
+            "phase": phase, "stepIndex": 0, "canaryRevision": "c1", "stableRevision": "s1",
+            "weight": 20, "canaryReplicas": 1, "since": at(), "failures": 0,
+            "message": "step 1 of 2: 20% to the canary",
+        }))
+        .unwrap()
+    }
+
+    /// The status as the children make it: Ready (the stable Deployment is fine).
+    fn ready() -> AppBundleStatus {
+        let mut s = AppBundleStatus::default();
+        for (t, v, r) in [
+            (READY, TRUE, reason::AVAILABLE),
+            (RECONCILING, FALSE, reason::DONE),
+            (STALLED, FALSE, reason::DONE),
+        ] {
+            set_condition(&mut s.conditions, condition(t, v, r, "", Some(2), &at()));
+        }
+        s
+    }
+
+    fn cond(s: &AppBundleStatus, t: &str) -> (String, String) {
+        let c = find_condition(&s.conditions, t).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_running_canary_is_in_progress_and_an_aborted_one_failed_for_kstatus() {
+        let cases = [
+            (
+                Phase::Progressing,
+                FALSE,
+                reason::CANARY_PROGRESSING,
+                TRUE,
+                FALSE,
+            ),
+            (
+                Phase::Promoting,
+                FALSE,
+                reason::CANARY_PROGRESSING,
+                TRUE,
+                FALSE,
+            ),
+            (
+                Phase::Paused,
+                FALSE,
+                reason::WAITING_FOR_PROMOTION,
+                TRUE,
+                FALSE,
+            ),
+            (Phase::Aborted, FALSE, reason::ROLLOUT_ABORTED, FALSE, TRUE),
+            // Finished: what the children say.
+            (Phase::Promoted, TRUE, reason::AVAILABLE, FALSE, FALSE),
+            (Phase::Reverted, TRUE, reason::AVAILABLE, FALSE, FALSE),
+        ];
+        for (phase, ready_is, why, reconciling, stalled) in cases {
+            let mut s = ready();
+            with_canary(&mut s, Some(state(phase)), Some(2), &at());
+            assert_eq!(cond(&s, READY), (ready_is.into(), why.into()), "{phase:?}");
+            assert_eq!(cond(&s, RECONCILING).0, reconciling, "{phase:?}");
+            assert_eq!(cond(&s, STALLED).0, stalled, "{phase:?}");
+            assert_eq!(s.rollout.as_ref().map(|r| r.phase), Some(phase));
+        }
+        let mut s = ready();
+        with_canary(&mut s, Some(state(Phase::Progressing)), Some(2), &at());
+        let message = &find_condition(&s.conditions, READY).unwrap().message;
+        assert_eq!(
+            message,
+            "canary revision c1: step 1 of 2: 20% to the canary"
+        );
+    }
+
+    #[test]
+    fn what_needs_a_person_first_is_kept() {
+        let mut s = ready();
+        set_condition(
+            &mut s.conditions,
+            condition(STALLED, TRUE, reason::NAME_CONFLICT, "x", Some(2), &at()),
+        );
+        with_canary(&mut s, Some(state(Phase::Progressing)), Some(2), &at());
+        assert_eq!(
+            cond(&s, STALLED),
+            (TRUE.into(), reason::NAME_CONFLICT.into())
+        );
+        let mut plain = ready();
+        with_canary(&mut plain, None, Some(2), &at());
+        assert_eq!(plain, ready(), "no canary: nothing changes");
+    }
+}

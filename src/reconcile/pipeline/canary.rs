@@ -7,6 +7,7 @@
 //! remembered), the Gateway (handed on to the observe step, so still one GET per reconcile), the
 //! canary's pods and the checks' calls only when the checks are due. The rest is the cache.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -168,11 +169,10 @@ pub(super) async fn decide(
         .unwrap_or(0);
     let known = previous.and_then(|p| p.gateway_weight);
     let (gateway_weight, settle_recheck) = gateway_has(
-        ctx,
+        &mut ctx.route_reports.lock().unwrap(),
         &format!("{}/{name}", run.ns),
-        generation,
-        reported,
-        known,
+        (generation, reported, known),
+        Instant::now(),
     );
     let stable_replicas = desired_replicas(bundle, stable_live.as_ref());
     let canary_ready = canary_live
@@ -223,19 +223,18 @@ pub(super) async fn decide(
 /// [`routing::DRAIN`] (a controller reports a route before its proxies have it: Traefik
 /// throttles its configuration by 2 s). A weight already in status counts at once (it held
 /// before a restart of kubundle). The second value: when to look again while it settles.
+/// `seen`: the route's generation, the weight the Gateway reports, the one in status.
 fn gateway_has(
-    ctx: &Context,
+    reports: &mut HashMap<String, (i64, i32, Instant)>,
     key: &str,
-    generation: i64,
-    reported: Option<i32>,
-    known: Option<i32>,
+    seen: (i64, Option<i32>, Option<i32>),
+    now: Instant,
 ) -> (Option<i32>, Option<Duration>) {
-    let mut reports = ctx.route_reports.lock().unwrap();
+    let (generation, reported, known) = seen;
     let Some(weight) = reported else {
         reports.remove(key);
         return (None, None);
     };
-    let now = Instant::now();
     let since = match reports.get(key) {
         Some((g, w, at)) if *g == generation && *w == weight => *at,
         _ if known == Some(weight) => now.checked_sub(routing::DRAIN).unwrap_or(now),
@@ -419,4 +418,43 @@ pub(super) fn quiet_moves(changes: &mut Vec<Changed>, name: &str) {
                 && (*kind == ChildKind::HttpRoute.name() || *kind == ChildKind::Deployment.name()));
         !own_move
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weight_counts_once_its_report_held_for_the_drain() {
+        let mut reports = HashMap::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Reported at generation 2 with 20%: not yet, look again when it has held.
+        let (w, again) = gateway_has(&mut reports, "ns/web", (2, Some(20), Some(0)), at(0));
+        assert_eq!(w, None);
+        assert!(again.is_some_and(|d| d > routing::DRAIN));
+        assert_eq!(
+            gateway_has(&mut reports, "ns/web", (2, Some(20), None), at(3)).0,
+            None
+        );
+        assert_eq!(
+            gateway_has(&mut reports, "ns/web", (2, Some(20), None), at(5)),
+            (Some(20), None)
+        );
+        // A new generation starts again; no report forgets it.
+        assert_eq!(
+            gateway_has(&mut reports, "ns/web", (3, Some(40), None), at(6)).0,
+            None
+        );
+        assert_eq!(
+            gateway_has(&mut reports, "ns/web", (3, None, None), at(7)),
+            (None, None)
+        );
+        // What status already says held before (a restart of kubundle) counts at once.
+        let mut fresh = HashMap::new();
+        assert_eq!(
+            gateway_has(&mut fresh, "ns/web", (3, Some(0), Some(0)), at(0)),
+            (Some(0), None)
+        );
+    }
 }
