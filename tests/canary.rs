@@ -462,6 +462,46 @@ mod real_canary {
         delete_namespace(&client, &ns).await;
     }
 
+    /// A query without data holds the step and says so, in status.rollout and Ready's message: no
+    /// data is not failure (nothing counted against the failure limit, no abort before the
+    /// progress deadline).
+    #[tokio::test]
+    async fn no_data_holds_the_step_and_says_so() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "canary-nodata").await;
+        let api = bundles(&client, &ns);
+        let steps = "[{weight: 20, pauseSeconds: 5}]";
+        let none = format!(
+            "{{name: traffic, address: '{PROMETHEUS}', min: 1, query: 'sum(kubundle_test_gate{{namespace=\"{ns}\"}})'}}"
+        );
+        stable_v1(&api, &ns, &bundle(&ns, "v1", "", steps, &none)).await;
+        apply_yaml(&ns, &bundle(&ns, "v2", "", steps, &none));
+        let held = wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(120),
+            "held for no data",
+            |b| rollout(b).is_some_and(|r| r.message.contains("holding, no verdict")),
+        )
+        .await;
+        let r = rollout(&held).unwrap();
+        eprintln!("{}", r.message);
+        assert!(r.message.contains("traffic: NoData"), "{r:?}");
+        assert_eq!((r.phase, r.step_index), (Phase::Progressing, 0));
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let still = api.get("web").await.unwrap();
+        let r = rollout(&still).unwrap();
+        assert_eq!(
+            (r.phase, r.step_index, r.failures),
+            (Phase::Progressing, 0, 0),
+            "{r:?}"
+        );
+        let ready = condition_of(&still, "Ready").unwrap();
+        assert!(ready.2.contains("no verdict"), "Ready says why: {ready:?}");
+        delete_namespace(&client, &ns).await;
+    }
+
     /// A step without a pause waits for `kubectl kubundle promote` (WaitingForPromotion, kstatus
     /// InProgress); the request is acknowledged in status; `kubectl kubundle abort` ends a canary
     /// by hand; a request for another revision is not carried out.
@@ -502,6 +542,8 @@ mod real_canary {
         let still = api.get("web").await.unwrap();
         assert_eq!(rollout(&still).unwrap().step_index, 0);
 
+        let history = run_ok(kubectl_kubundle(&["history", "web", "-n", &ns]));
+        assert!(history.contains("canary: Paused"), "{history}");
         let out = run_ok(kubectl_kubundle(&["promote", "web", "-n", &ns]));
         eprintln!("{out}");
         let next = at_step(&api, 1, 60).await;

@@ -116,7 +116,29 @@ pub async fn history(
         ["REVISION", "IMAGE", "FIRST RECORDED", "CONTROLLERREVISION"],
         &rows,
     ));
+    out.push_str(&canary_line(&bundle));
     Ok(out)
+}
+
+/// The canary under way (or the last one), which is no revision until it is promoted.
+fn canary_line(bundle: &AppBundle) -> String {
+    use crate::api::rollout::Phase;
+    let Some(r) = bundle.status.as_ref().and_then(|s| s.rollout.as_ref()) else {
+        return String::new();
+    };
+    let recorded = if r.phase == Phase::Promoted {
+        "recorded above once promoted"
+    } else {
+        "not a revision: a spec is recorded once promoted"
+    };
+    format!(
+        "canary: {:?}, image {}, step {}, {}% of the requests ({recorded}): {}\n",
+        r.phase,
+        bundle.spec.image,
+        r.step_index + 1,
+        r.weight,
+        r.message
+    )
 }
 
 fn indent(text: &str) -> String {
