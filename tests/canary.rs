@@ -502,6 +502,64 @@ mod real_canary {
         delete_namespace(&client, &ns).await;
     }
 
+    /// `spec.rollout` removed while the canary has half of the requests: the stable Deployment
+    /// takes the spec, the route goes back to it alone, and the canary's children go only once
+    /// the Gateway routes without them: no request fails.
+    #[tokio::test]
+    async fn removing_the_canary_mid_way_drops_no_request() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "canary-removed").await;
+        let api = bundles(&client, &ns);
+        let steps = "[{weight: 50}]";
+        let checks = error_rate_check(&ns);
+        stable_v1(&api, &ns, &bundle(&ns, "v1", "", steps, &checks)).await;
+        apply_yaml(&ns, &bundle(&ns, "v2", "", steps, &checks));
+        at_step(&api, 0, 50).await;
+        let requests = Client::start(&format!("http://web.{ns}.test/"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let plain = bundle(&ns, "v2", "", steps, &checks);
+        let plain = plain.split("  rollout:").next().unwrap().to_string();
+        apply_yaml(&ns, &plain);
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+        eventually(
+            Duration::from_secs(120),
+            "Ready on v2 without the canary's children",
+            || async {
+                let b = api.get("web").await.map_err(|e| e.to_string())?;
+                let canary = deployments
+                    .get_opt("web-canary")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let on_v2 = b
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.image.as_deref())
+                    .is_some_and(|i| i.ends_with(":v2"));
+                if is_ready(&b) && on_v2 && rollout(&b).is_none() && canary.is_none() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "canary Deployment {}, status {:?}",
+                        canary.is_some(),
+                        b.status
+                    ))
+                }
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let all = requests.stop().await;
+        eprintln!("the canary removed mid-way: {all:?}");
+        assert_eq!(
+            all.failed + all.canary_errors,
+            0,
+            "failed requests: {all:?}"
+        );
+        assert!(all.total() > 200, "{all:?}");
+        delete_namespace(&client, &ns).await;
+    }
+
     /// A step without a pause waits for `kubectl kubundle promote` (WaitingForPromotion, kstatus
     /// InProgress); the request is acknowledged in status; `kubectl kubundle abort` ends a canary
     /// by hand; a request for another revision is not carried out.

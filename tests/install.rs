@@ -378,7 +378,8 @@ mod install {
             ),
             (vec!["create", "deployments.apps", "-A"], true),
             (vec!["patch", "services", "-A"], true),
-            (vec!["delete", "services", "-A"], false),
+            // A canary's Service and Deployment, once spec.rollout is removed.
+            (vec!["delete", "services", "-A"], true),
             (
                 vec!["patch", "horizontalpodautoscalers.autoscaling", "-A"],
                 true,
@@ -440,7 +441,7 @@ mod install {
             ),
             (vec!["list", "namespaces"], false),
             (vec!["delete", "namespaces"], false),
-            (vec!["delete", "deployments.apps", "-A"], false),
+            (vec!["delete", "deployments.apps", "-A"], true),
             (vec!["create", "pods", "-A"], false),
             (vec!["list", "pods", "-A"], true),
             (vec!["watch", "pods", "-A"], false),

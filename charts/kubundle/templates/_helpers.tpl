@@ -45,7 +45,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
      appbundles/finalizers: update (children's ownerReferences set blockOwnerDeletion, which clusters
      with the OwnerReferencesPermissionEnforcement admission plugin check);
      deployments, services: list/watch (the cache), get (where the cache cannot say), create/patch
-     (server-side apply);
+     (server-side apply), delete (only a canary's NAME-canary pair once spec.rollout is removed,
+     with a UID precondition; the AppBundle's own go with it by garbage collection);
      events.k8s.io events: create (one Event per change; no series are updated). */}}
 {{- define "kubundle.rules" -}}
 - apiGroups: [kubundle.dev]
@@ -59,10 +60,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [update]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 # The optional children (spec.autoscaling, spec.disruptionBudget): delete too, to remove the one a
 # spec no longer asks for (only objects the AppBundle controls and kubundle labelled).
 - apiGroups: [autoscaling]

@@ -218,10 +218,22 @@ async fn prune_stale(
     let ingress: Option<Ingress> = children.live(ChildKind::Ingress).and_then(Child::live_as);
     let at = Instant::now();
     futures::future::join_all(children.stale.iter().map(|st| {
-        let verdict = routing::replacement_ready(st.kind, bundle, route, ingress.as_ref())
-            .map(|ready| ctx.handovers.verdict(&children.uid, ready, at));
+        // A canary's children (not of the AppBundle's name) stay until the route leaves them,
+        // each drained on its own.
+        let own = st.name == children.name;
+        let (ready, key) = if own {
+            let ready = routing::replacement_ready(st.kind, bundle, route, ingress.as_ref());
+            (ready, children.uid.clone())
+        } else {
+            let ready = Some(routing::canary_unrouted(bundle, route));
+            (
+                ready,
+                format!("{}/{}/{}", children.uid, st.kind.name(), st.name),
+            )
+        };
+        let verdict = ready.map(|ready| ctx.handovers.verdict(&key, ready, at));
         match verdict {
-            Some(routing::Verdict::Hold) => written.held.push(st.kind),
+            Some(routing::Verdict::Hold) if own => written.held.push(st.kind),
             Some(routing::Verdict::Drain(left)) => {
                 let after = left + Duration::from_millis(100);
                 written.drain_recheck = Some(written.drain_recheck.map_or(after, |d| d.min(after)));
