@@ -229,7 +229,14 @@ mod real_node {
                         }
                         other => {
                             failures.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("request failed during the rollout: {other:?}");
+                            let at = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap();
+                            eprintln!(
+                                "request failed during the rollout at {}.{:03} (unix): {other:?}",
+                                at.as_secs(),
+                                at.subsec_millis()
+                            );
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -345,6 +352,114 @@ mod real_node {
             .collect();
         assert_eq!(now.len(), 1);
         assert_ne!(now[0], first_name, "a new pod replaced the deleted one");
+        delete_namespace(&client, &ns).await;
+    }
+
+    /// A client refused by a LoadBalancer address while its Service has no ready pod (kube-proxy
+    /// rejects it) reaches the pods once they are ready, even when it keeps its source port:
+    /// conntrack must not keep the refusal. A rolling update of the guestbook was refused so, for
+    /// a client that reused a port refused 19 s earlier, while the Service had 3 ready pods
+    /// (deploy/local/loadbalancer.sh forgets what was tracked while the address was not routed).
+    #[tokio::test]
+    async fn a_client_refused_before_the_pods_are_ready_is_not_refused_after() {
+        let client = client().await;
+        operator_installed();
+        let ns = real_namespace(&client, "lbwindow").await;
+        let frontend = format!("{}:v1", image_env("FRONTEND_IMAGE"));
+        let web = |replicas: u32| {
+            format!(
+                "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: web}}\nspec:\n  \
+                 image: {frontend}\n  replicas: {replicas}\n  \
+                 ports: [{{name: http, containerPort: 8080, servicePort: 80}}]\n  \
+                 readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}\n  \
+                 service: {{type: LoadBalancer}}\n"
+            )
+        };
+        apply_yaml(&ns, &web(0));
+        let api = bundles(&client, &ns);
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(90),
+            "Ready at 0 replicas",
+            is_ready,
+        )
+        .await;
+        let address = eventually(
+            Duration::from_secs(20),
+            "an address for the Service",
+            || async {
+                let svc =
+                    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
+                        .get("web")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                svc.status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .and_then(|i| i.into_iter().next())
+                    .and_then(|i| i.ip)
+                    .map(|ip| format!("{ip}:80"))
+                    .ok_or_else(|| "no address yet".to_string())
+            },
+        )
+        .await;
+        // A client that happens to reuse one source port: `connect(Some(port))`.
+        let port = 30000 + (std::process::id() % 20000) as u16;
+        let connect = |address: String, port: Option<u16>| async move {
+            let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+            socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+            socket
+                .bind(([0, 0, 0, 0], port.unwrap_or(0)).into())
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                socket.connect(address.parse().unwrap()),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("{:?}: {e}", e.kind())),
+                Err(_) => Err("no answer in 2 s".to_string()),
+            }
+        };
+        // Refused by kube-proxy's rule for a Service without endpoints (written within its 1 s
+        // sync period; before it, the host itself refuses).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let refused = connect(address.clone(), Some(port)).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.starts_with("ConnectionRefused")),
+            "{address} without a ready pod, from port {port}: {refused:?} (expected refused)"
+        );
+        apply_yaml(&ns, &web(1));
+        wait_bundle(
+            &api,
+            "web",
+            Duration::from_secs(90),
+            "Ready at 1 replica",
+            |b| is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(1),
+        )
+        .await;
+        let start = Instant::now();
+        eventually(
+            Duration::from_secs(20),
+            "kube-proxy routing the address (a new source port reaching the pod)",
+            || connect(address.clone(), None),
+        )
+        .await;
+        let routed = start.elapsed();
+        // What the stand-in takes to forget (it looks every 0.5 s, and again 1 s later).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = connect(address.clone(), Some(port)).await;
+        assert!(
+            again.is_ok(),
+            "port {port}, refused while the Service had no pod, is refused again with a ready pod: {again:?}"
+        );
+        eprintln!(
+            "{address}: refused from port {port} without a pod; routed {routed:?} after Ready; port {port} answered"
+        );
         delete_namespace(&client, &ns).await;
     }
 
