@@ -404,8 +404,12 @@ mod real_node {
             },
         )
         .await;
-        // A client that happens to reuse one source port: `connect(Some(port))`.
-        let port = 30000 + (std::process::id() % 20000) as u16;
+        // A client that happens to reuse one source port: `connect(Some(port))`, the port one the
+        // system gave (free).
+        let port = {
+            let socket = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+            socket.local_addr().unwrap().port()
+        };
         let connect = |address: String, port: Option<u16>| async move {
             let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
             socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
