@@ -144,8 +144,15 @@ async fn main() -> ExitCode {
         metrics.clone(),
         settings,
     ));
-    // A CRD older than this kubundle (helm upgrade leaves it): found now, said by /readyz.
+    // A CRD older than this kubundle (helm upgrade leaves it): found now, said by /readyz, and
+    // looked at again until it is applied. By every replica, the standbys too: a new replica
+    // waiting for the old leader's Lease must see the CRD applied and turn ready, or the rollout
+    // of the new version never finishes.
     ctx.crd_skew.check(&client).await;
+    let recheck = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.crd_skew.recheck(&ctx.client).await })
+    };
     let (run, handles) = controller(ctx.clone());
 
     // A standby replica is ready (healthy and waiting); the leader once its cache is synced.
@@ -216,6 +223,7 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     };
     server.abort();
+    recheck.abort();
     info!("kubundle stopped");
     code
 }

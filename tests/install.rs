@@ -968,7 +968,7 @@ mod install {
         assert!(
             body.contains(".status.currentRevision")
                 && body.contains(".status.revision")
-                && body.contains("kubectl apply --server-side -f"),
+                && body.contains("kubectl apply --server-side --force-conflicts -f"),
             "{body}"
         );
         assert_eq!(operator.metric("kubundle_crd_missing_fields").await, 2.0);

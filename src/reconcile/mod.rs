@@ -119,10 +119,6 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
         // Each stream backs off on its own (see observe/watches.rs); a shared backoff would delay all.
         .trigger_backoff(NoBackoff)
         .shutdown_on_signal();
-    let recheck = {
-        let ctx = ctx.clone();
-        async move { ctx.crd_skew.recheck(&ctx.client).await }
-    };
     let run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -130,11 +126,6 @@ pub fn controller(ctx: Arc<Context>) -> (impl futures::Future<Output = ()>, Hand
                 debug!(error = %e, "reconcile failed");
             }
         });
-    // The controller ends on SIGTERM; the CRD's recheck with it.
-    let run = async move {
-        futures::pin_mut!(run, recheck);
-        futures::future::select(run, recheck).await;
-    };
     (
         run,
         Handles {

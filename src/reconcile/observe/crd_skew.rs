@@ -193,7 +193,7 @@ fn advice(missing: &BTreeSet<String>) -> String {
     format!(
         "the AppBundle CRD installed in the cluster is older than this kubundle {}: its schema lacks {}. \
          Status is written without those fields and rollout history is not recorded until the CRD of this \
-         version is applied (helm upgrade does not upgrade CRDs): kubectl apply --server-side -f charts/kubundle/crds/",
+         version is applied (helm upgrade does not upgrade CRDs): kubectl apply --server-side --force-conflicts -f charts/kubundle/crds/",
         env!("CARGO_PKG_VERSION"),
         join(missing)
     )
