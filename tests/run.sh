@@ -12,7 +12,9 @@
 #      (the operator in-cluster from its image via the OCI chart, the guestbook answering, pod
 #      failures in status, the Gateway and Ingress), tests/canary.rs (canary releases through the
 #      real Gateway, analysed by the local Prometheus) and tests/real_metrics.rs (autoscaling on
-#      real CPU use, Prometheus scraping the operator, promtool on the chart's alerts)
+#      real CPU use, Prometheus scraping the operator, promtool on the chart's alerts); then the
+#      previous release built from git history (deploy/local/previous-release.sh) and
+#      tests/upgrade.rs (helm upgrade from it: no pod rolled, no child written)
 #   7. stops the operator and brings the cluster down, whether the tests passed or not
 # The cluster must have its real node (KUBUNDLE_REAL_NODE=1 is the default here: `up` fails and says
 # why when the machine cannot have one). KUBUNDLE_REAL_NODE=0 runs everything else and says at the
@@ -82,7 +84,7 @@ step "plain manifests are up to date (deploy/kubectl from charts/kubundle)"
 deploy/kubectl/render.sh --check
 
 step "cargo test (unit and end-to-end)"
-cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install:: --skip faults:: --skip real_node:: --skip real_node_metrics:: --skip real_canary::
+cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install:: --skip faults:: --skip real_node:: --skip real_node_metrics:: --skip real_canary:: --skip upgrade::
 step "cargo test --test isolated (needs the cluster to itself: exact counts, steady state)"
 cargo test --locked --test isolated -- --test-threads=1
 
@@ -99,7 +101,7 @@ kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
 cargo test --locked --test faults -- --test-threads=1 --nocapture
 
 if [ "$KUBUNDLE_REAL_NODE" = 0 ]; then
-  step "all tests passed in $((SECONDS - start))s, EXCEPT tests/real_node.rs, tests/canary.rs and tests/real_metrics.rs: NOT RUN (KUBUNDLE_REAL_NODE=0)"
+  step "all tests passed in $((SECONDS - start))s, EXCEPT tests/real_node.rs, tests/canary.rs, tests/real_metrics.rs and tests/upgrade.rs: NOT RUN (KUBUNDLE_REAL_NODE=0)"
   exit 0
 fi
 step "real node: build the images and push them with the chart (deploy/local/images.sh)"
@@ -111,5 +113,10 @@ step "cargo test --test canary (canary releases through the real Gateway: split,
 cargo test --locked --test canary -- --test-threads=1 --nocapture
 step "cargo test --test real_metrics (autoscaling on real CPU use, Prometheus, the chart's alerts)"
 cargo test --locked --test real_metrics -- --test-threads=1 --nocapture
+
+step "the previous release (deploy/local/previous-release.sh); cargo test --test upgrade (helm upgrade from it)"
+kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
+eval "$(deploy/local/previous-release.sh)"
+cargo test --locked --test upgrade -- --test-threads=1 --nocapture
 
 step "all tests passed in $((SECONDS - start))s"

@@ -15,9 +15,12 @@
 #
 # Usage: deploy/local/images.sh [NAME...]     (default: all)
 # Prints shell lines to eval (the image references and the chart's address); logs go to stderr.
+# KUBUNDLE_SOURCE=DIR builds the operator and the chart from another source tree (an earlier
+# release's, see previous-release.sh) with this recipe, against this checkout's cluster;
+# KUBUNDLE_BINARY=FILE puts that release binary in the operator's image instead of building one.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+repo=$(cd "${KUBUNDLE_SOURCE:-$here/../..}" && pwd)
 cluster=$here/cluster.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubundle/cargo-target}
 debs=${KUBUNDLE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubundle}/debs
@@ -80,9 +83,13 @@ image_kubundle() {
   expose=$(dockerfile_final EXPOSE)
   entry=$(dockerfile_final ENTRYPOINT | tr -d '[]" ' )
   [ -n "$dest" ] && [ -n "$user" ] && [ -n "$entry" ] || die "cannot read COPY, USER and ENTRYPOINT from deploy/Dockerfile"
-  log "building the operator (cargo build --release --locked --bin kubundle)"
-  (cd "$repo" && cargo build --release --locked --bin kubundle --quiet)
-  add_elf "$root" "$CARGO_TARGET_DIR/release/kubundle" "$dest"
+  local binary=${KUBUNDLE_BINARY:-}
+  if [ -z "$binary" ]; then
+    log "building the operator (cargo build --release --locked --bin kubundle)"
+    (cd "$repo" && cargo build --release --locked --bin kubundle --quiet)
+    binary=$CARGO_TARGET_DIR/release/kubundle
+  fi
+  add_elf "$root" "$binary" "$dest"
   base_files "$root" "${user%%:*}" nonroot
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
   # A tag per content: the node pulls a changed operator instead of reusing a cached image.

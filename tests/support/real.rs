@@ -97,8 +97,13 @@ pub fn operator_installed() -> Duration {
 }
 
 pub async fn operator_pods(client: &Client) -> Vec<Pod> {
-    let params = ListParams::default().labels("app.kubernetes.io/instance=kubundle-real");
-    Api::<Pod>::namespaced(client.clone(), OPERATOR_NS)
+    release_pods(client, OPERATOR_NS, "kubundle-real").await
+}
+
+/// The pods of the Helm release `release` in `ns` that are not being deleted.
+pub async fn release_pods(client: &Client, ns: &str, release: &str) -> Vec<Pod> {
+    let params = ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"));
+    Api::<Pod>::namespaced(client.clone(), ns)
         .list(&params)
         .await
         .unwrap()
