@@ -15,20 +15,26 @@
 //!    `KUBUNDLE_RENDER_CASES=1000000` and run `cargo test --release --test property
 //!    render_never_panics` for a million cases).
 //!
-//! Case counts: `KUBUNDLE_PROPERTY_CASES` (default 4,000) and `KUBUNDLE_RENDER_CASES` (default
+//! Every section of the spec is generated, the ones added after the first release included
+//! (sidecars, init containers, autoscaling, disruption budget, HTTPRoute and Ingress, envFrom,
+//! config-following, history, canaries), and every child the spec asks for is sent (with a
+//! canary, those of a canary under way too): the test fails when some kind of child is rendered
+//! too rarely to be tested.
+//!
+//! Case counts: `KUBUNDLE_PROPERTY_CASES` (default 6,000) and `KUBUNDLE_RENDER_CASES` (default
 //! 20,000).
 
 mod support;
 
 use std::sync::Mutex;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use kubundle::api::{AppBundle, AppBundleSpec};
 use kubundle::reconcile::children::drift::covers;
 use kubundle::reconcile::children::is_definite_refusal;
+use kubundle::render::ChildKind;
+use kubundle::render::canary::CanaryChildren;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
@@ -46,6 +52,13 @@ fn opt<T: std::fmt::Debug + Clone + 'static>(
     s: impl Strategy<Value = T> + 'static,
 ) -> BoxedStrategy<Option<T>> {
     prop_oneof![1 => Just(None), 2 => s.prop_map(Some)].boxed()
+}
+
+/// An optional section: present one time in four.
+fn sometimes<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<Option<T>> {
+    prop_oneof![3 => Just(None), 1 => s.prop_map(Some)].boxed()
 }
 
 /// A rarely present optional field (one time in thirteen).
@@ -279,6 +292,300 @@ fn pod_template() -> BoxedStrategy<Value> {
         .boxed()
 }
 
+/// A sidecar or init container (sidecars: `init` false).
+fn container(init: bool) -> BoxedStrategy<Value> {
+    (
+        name_like(),
+        prop_oneof![
+            10 => "[a-z]{1,8}:[0-9]\\.[0-9]".boxed(),
+            1 => Just("".to_string()).boxed()
+        ],
+        opt(prop::collection::vec("[a-z-]{0,6}", 0..3)),
+        rare(prop::collection::vec(port(), 0..2)),
+        rare(probe()),
+        rare(resources()),
+        rare(prop_oneof![
+            8 => Just(None),
+            1 => Just(Some("Always")),
+            1 => Just(Some("OnFailure"))
+        ]),
+    )
+        .prop_map(move |(name, image, args, ports, probe, res, restart)| {
+            let mut c = json!({"name": name, "image": image});
+            if let Some(v) = args {
+                c["args"] = json!(v);
+            }
+            if let Some(v) = ports {
+                // A container's ports, in the Container's own form.
+                c["ports"] = v
+                    .into_iter()
+                    .map(|p| {
+                        let mut out = json!({"containerPort": p["containerPort"]});
+                        if let Some(n) = p.get("name") {
+                            out["name"] = n.clone();
+                        }
+                        out
+                    })
+                    .collect();
+            }
+            if let Some(v) = probe {
+                c[if init {
+                    "livenessProbe"
+                } else {
+                    "startupProbe"
+                }] = v;
+            }
+            if let Some(v) = res {
+                c["resources"] = v;
+            }
+            if let Some(Some(v)) = restart {
+                c["restartPolicy"] = json!(v);
+            }
+            c
+        })
+        .boxed()
+}
+
+fn containers(init: bool) -> BoxedStrategy<Value> {
+    prop_oneof![
+        10 => prop::collection::vec(container(init), 0..3),
+        1 => container(init).prop_map(|c| vec![c.clone(), c]),
+    ]
+    .prop_map(Value::from)
+    .boxed()
+}
+
+fn autoscaling() -> BoxedStrategy<Value> {
+    (
+        opt(prop_oneof![10 => 1..4i32, 1 => Just(0), 1 => Just(-1)]),
+        prop_oneof![10 => 1..6i32, 1 => Just(0), 1 => Just(1001)],
+        opt(prop_oneof![10 => 10..95i32, 1 => Just(0), 1 => Just(101)]),
+        rare(prop_oneof![10 => 10..95i32, 1 => Just(0)]),
+    )
+        .prop_map(|(min, max, cpu, memory)| {
+            let mut a = json!({"maxReplicas": max});
+            if let Some(v) = min {
+                a["minReplicas"] = json!(v);
+            }
+            if let Some(v) = cpu {
+                a["targetCPUUtilizationPercentage"] = json!(v);
+            }
+            if let Some(v) = memory {
+                a["targetMemoryUtilizationPercentage"] = json!(v);
+            }
+            a
+        })
+        .boxed()
+}
+
+fn count_or_percent() -> BoxedStrategy<Value> {
+    prop_oneof![
+        10 => (0..4i32).prop_map(|n| json!(n)),
+        10 => Just(json!("50%")),
+        1 => Just(json!("0%")),
+        1 => Just(json!("100%")),
+        1 => Just(json!("101%")),
+        1 => Just(json!("half")),
+        1 => Just(json!(-1)),
+    ]
+    .boxed()
+}
+
+fn disruption_budget() -> BoxedStrategy<Value> {
+    prop_oneof![
+        6 => count_or_percent().prop_map(|v| (None, Some(v))),
+        3 => count_or_percent().prop_map(|v| (Some(v), None)),
+        1 => (count_or_percent(), count_or_percent()).prop_map(|(a, b)| (Some(a), Some(b))),
+        1 => Just((None, None)),
+    ]
+    .prop_map(|(min, max)| {
+        let mut b = json!({});
+        if let Some(v) = min {
+            b["minAvailable"] = v;
+        }
+        if let Some(v) = max {
+            b["maxUnavailable"] = v;
+        }
+        b
+    })
+    .boxed()
+}
+
+fn http() -> BoxedStrategy<Value> {
+    (
+        opt(prop::collection::vec(
+            prop_oneof![
+                30 => "[a-z]{1,6}\\.test",
+                2 => "\\*\\.[a-z]{1,6}\\.test",
+                1 => Just("Not A Host".to_string()),
+                1 => Just("".to_string())
+            ],
+            0..3,
+        )),
+        opt(prop_oneof![
+            15 => Just("/"),
+            15 => Just("/api"),
+            1 => Just("api"),
+            1 => Just("")
+        ]),
+        prop_oneof![
+            8 => Just((true, false)),
+            5 => Just((false, true)),
+            1 => Just((true, true)),
+            1 => Just((false, false)),
+        ],
+        (
+            prop_oneof![10 => Just("local".to_string()), 1 => name_like()],
+            opt(prop_oneof![Just("gateway-system".to_string()), name_like()]),
+            rare(prop_oneof![Just("web"), Just("")]),
+        ),
+        (
+            opt(prop_oneof![10 => Just("traefik"), 3 => Just("gce"), 1 => Just("Bad Class")]),
+            rare(name_like()),
+        ),
+    )
+        .prop_map(
+            |(hosts, path, (has_gateway, has_ingress), gateway, ingress)| {
+                let gateway = has_gateway.then_some(gateway);
+                let ingress = has_ingress.then_some(ingress);
+                let mut h = json!({});
+                if let Some(v) = hosts {
+                    h["hostnames"] = json!(v);
+                }
+                if let Some(v) = path {
+                    h["path"] = json!(v);
+                }
+                if let Some((name, ns, section)) = gateway {
+                    let mut g = json!({"name": name});
+                    if let Some(v) = ns {
+                        g["namespace"] = json!(v);
+                    }
+                    if let Some(v) = section {
+                        g["sectionName"] = json!(v);
+                    }
+                    h["gateway"] = g;
+                }
+                if let Some((class, tls)) = ingress {
+                    let mut i = json!({});
+                    if let Some(v) = class {
+                        i["className"] = json!(v);
+                    }
+                    if let Some(v) = tls {
+                        i["tlsSecretName"] = json!(v);
+                    }
+                    h["ingress"] = i;
+                }
+                h
+            },
+        )
+        .boxed()
+}
+
+fn env_from() -> BoxedStrategy<Value> {
+    (
+        prop::bool::ANY,
+        name_like(),
+        rare(prop_oneof![Just("APP_"), Just("1bad")]),
+        rare(prop::bool::ANY),
+    )
+        .prop_map(|(config_map, name, prefix, optional)| {
+            let mut reference = json!({"name": name});
+            if let Some(v) = optional {
+                reference["optional"] = json!(v);
+            }
+            let mut e = if config_map {
+                json!({"configMapRef": reference})
+            } else {
+                json!({"secretRef": reference})
+            };
+            if let Some(v) = prefix {
+                e["prefix"] = json!(v);
+            }
+            e
+        })
+        .boxed()
+}
+
+fn rollout() -> BoxedStrategy<Value> {
+    (
+        prop_oneof![
+            10 => prop::collection::btree_set(1..100i32, 1..4).prop_map(|w| w.into_iter().collect::<Vec<_>>()),
+            1 => Just(vec![50, 20]),
+            1 => Just(vec![]),
+            1 => Just(vec![0, 150]),
+        ],
+        prop::collection::vec(opt(prop_oneof![20 => 0..120i32, 1 => Just(-1)]), 4),
+        opt((
+            opt(prop_oneof![10 => 5..120i32, 1 => Just(1)]),
+            opt(prop_oneof![10 => 0..4i32, 1 => Just(-1)]),
+            opt(prop::collection::vec(
+                (
+                    prop_oneof![10 => Just("errors".to_string()), 1 => name_like()],
+                    prop_oneof![
+                        5 => Just("http://prometheus.monitoring:9090"),
+                        1 => Just("not a url")
+                    ],
+                    prop_oneof![5 => Just("sum(rate(x[1m]))"), 1 => Just("")],
+                    opt(0.0..1.0f64),
+                    opt(0.0..1.0f64),
+                ),
+                0..2,
+            )),
+            rare(prop::collection::vec(
+                (
+                    prop_oneof![10 => Just("gate".to_string()), 1 => name_like()],
+                    prop_oneof![5 => Just("http://gate.test/ok"), 1 => Just("")],
+                ),
+                0..2,
+            )),
+        )),
+    )
+        .prop_map(|(weights, pauses, analysis)| {
+            let steps: Vec<Value> = weights
+                .iter()
+                .zip(pauses.iter().cycle())
+                .map(|(w, p)| match p {
+                    Some(p) => json!({"weight": w, "pauseSeconds": p}),
+                    None => json!({"weight": w}),
+                })
+                .collect();
+            let mut canary = json!({"steps": steps});
+            if let Some((interval, limit, queries, hooks)) = analysis {
+                let mut a = json!({});
+                if let Some(v) = interval {
+                    a["intervalSeconds"] = json!(v);
+                }
+                if let Some(v) = limit {
+                    a["failureLimit"] = json!(v);
+                }
+                if let Some(v) = queries {
+                    a["prometheus"] = v
+                        .into_iter()
+                        .map(|(name, address, query, min, max)| {
+                            let mut q = json!({"name": name, "address": address, "query": query});
+                            if let Some(v) = min {
+                                q["min"] = json!(v);
+                            }
+                            if let Some(v) = max {
+                                q["max"] = json!(v);
+                            }
+                            q
+                        })
+                        .collect();
+                }
+                if let Some(v) = hooks {
+                    a["webhooks"] = v
+                        .into_iter()
+                        .map(|(name, url)| json!({"name": name, "url": url}))
+                        .collect();
+                }
+                canary["analysis"] = a;
+            }
+            json!({"canary": canary})
+        })
+        .boxed()
+}
+
 /// An AppBundle spec as a person might write it (valid or not).
 fn spec() -> BoxedStrategy<Value> {
     let head = (
@@ -323,9 +630,35 @@ fn spec() -> BoxedStrategy<Value> {
             0..3,
         )),
     );
-    (head, tail)
+    // The sections added after the first release: other children, other containers, canaries.
+    let newer = (
+        sometimes(containers(false)),
+        sometimes(containers(true)),
+        sometimes(autoscaling()),
+        sometimes(disruption_budget()),
+        // A canary needs the HTTPRoute: most canaries come with one.
+        sometimes(prop_oneof![
+            3 => http().prop_map(|h| (Some(h), None)),
+            3 => (http(), rollout()).prop_map(|(mut h, r)| {
+                if h.get("gateway").is_none() && h.get("ingress").is_none() {
+                    h["gateway"] = json!({"name": "local"});
+                }
+                (Some(h), Some(r))
+            }),
+            1 => rollout().prop_map(|r| (None, Some(r))),
+        ]),
+        sometimes(prop::collection::vec(env_from(), 0..3)),
+        rare(prop::bool::ANY),
+        rare(prop_oneof![10 => 1..20i32, 1 => Just(0)]),
+    );
+    (head, tail, newer)
         .prop_map(
-            |((image, replicas, ports, service), (env, res, probe, pod, pull, deadline, args))| {
+            |(
+                (image, replicas, ports, service),
+                (env, res, probe, pod, pull, deadline, args),
+                (sidecars, inits, scaling, budget, exposure, env_from, follow, history),
+            )| {
+                let (http, rollout) = exposure.unwrap_or_default();
                 let mut s = json!({"image": image, "ports": ports});
                 if let Some(v) = replicas {
                     s["replicas"] = json!(v);
@@ -364,6 +697,21 @@ fn spec() -> BoxedStrategy<Value> {
                 if let Some(v) = args {
                     s["args"] = json!(v);
                 }
+                for (key, value) in [
+                    ("sidecars", sidecars),
+                    ("initContainers", inits),
+                    ("autoscaling", scaling),
+                    ("disruptionBudget", budget),
+                    ("http", http),
+                    ("envFrom", env_from.map(Value::from)),
+                    ("rolloutOnConfigChange", follow.map(Value::from)),
+                    ("revisionHistoryLimit", history.map(Value::from)),
+                    ("rollout", rollout),
+                ] {
+                    if let Some(v) = value {
+                        s[key] = v;
+                    }
+                }
                 s
             },
         )
@@ -379,6 +727,8 @@ struct Tally {
     server_samples: Vec<String>,
     refused_at_admission: u32,
     applied: u32,
+    /// Children sent as dry-run applies, by kind.
+    kinds: std::collections::BTreeMap<&'static str, u32>,
     stalled_with_message: u32,
 }
 
@@ -430,37 +780,57 @@ async fn check(
     if bundle.metadata.uid.is_none() {
         bundle.metadata.uid = Some(format!("00000000-0000-0000-0000-{n:012}"));
     }
-    let deployment = kubundle::render::deployment(&bundle).map_err(|e| format!("render: {e}"))?;
-    let service = kubundle::render::service(&bundle).map_err(|e| format!("render: {e}"))?;
+    // Every child the spec asks for; with a canary, also the children of one under way.
+    let digest = bundle
+        .spec
+        .rollout_on_config_change
+        .then_some("0123456789abcdef");
+    let mut children =
+        kubundle::render::children(&bundle, digest).map_err(|e| format!("render: {e}"))?;
+    if bundle
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.canary.is_some())
+    {
+        let canary = CanaryChildren {
+            stable: Some(&bundle.spec),
+            weight: 50,
+            replicas: 1,
+            frozen: false,
+        };
+        children.extend(
+            kubundle::render::children_with(&bundle, digest, Some(&canary))
+                .map_err(|e| format!("render with a canary: {e}"))?
+                .into_iter()
+                .filter(|c| c.object.metadata.name.as_deref() != bundle.metadata.name.as_deref()),
+        );
+    }
     let params = PatchParams::apply("kubundle").force().dry_run();
-    let d_api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let s_api: Api<Service> = Api::namespaced(client.clone(), ns);
-    let results = [
-        (
-            "Deployment",
-            d_api
-                .patch(&format!("p{n}"), &params, &Patch::Apply(&deployment))
-                .await
-                .map(|d| {
-                    (
-                        serde_json::to_value(d).unwrap(),
-                        serde_json::to_value(&deployment).unwrap(),
-                    )
-                }),
-        ),
-        (
-            "Service",
-            s_api
-                .patch(&format!("p{n}"), &params, &Patch::Apply(&service))
-                .await
-                .map(|s| {
-                    (
-                        serde_json::to_value(s).unwrap(),
-                        serde_json::to_value(&service).unwrap(),
-                    )
-                }),
-        ),
-    ];
+    let mut results = Vec::new();
+    for child in &children {
+        let ar = child.kind.api_resource();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+        let mut object = child.object.clone();
+        object.metadata.namespace = Some(ns.to_string());
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let result = api
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map(|stored| {
+                (
+                    serde_json::to_value(stored).unwrap(),
+                    serde_json::to_value(&object).unwrap(),
+                )
+            });
+        let mut t = tally.lock().unwrap();
+        *t.kinds.entry(child.kind.name()).or_default() += 1;
+        if name.ends_with("-canary") {
+            *t.kinds.entry("canary").or_default() += 1;
+        }
+        drop(t);
+        results.push((format!("{} {name}", child.kind.name()), result));
+    }
     let mut refused = false;
     for (kind, result) in results {
         match result {
@@ -503,7 +873,7 @@ async fn check(
 /// Properties 1 and 2, against the local cluster.
 #[test]
 fn every_admitted_spec_applies_or_is_refused_with_the_servers_words() {
-    let n = cases("KUBUNDLE_PROPERTY_CASES", 4000);
+    let n = cases("KUBUNDLE_PROPERTY_CASES", 6000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (client, ns) = rt.block_on(async {
         let client = client().await;
@@ -528,6 +898,7 @@ fn every_admitted_spec_applies_or_is_refused_with_the_servers_words() {
          {} admitted but refused by the API server with a message (reported Stalled)",
         t.refused_at_admission, t.applied, t.stalled_with_message
     );
+    eprintln!("  children sent as dry-run applies, by kind: {:?}", t.kinds);
     for sample in &t.samples {
         eprintln!("  refused at admission: {sample}");
     }
@@ -539,13 +910,24 @@ fn every_admitted_spec_applies_or_is_refused_with_the_servers_words() {
         panic!("{e}");
     }
     assert!(
-        t.applied > n / 20,
+        t.applied > n / 40,
         "too few generated specs apply to test much: {t:?}"
     );
     assert!(
         t.refused_at_admission > n / 10,
         "too few hostile specs: {t:?}"
     );
+    for kind in ChildKind::ALL
+        .map(ChildKind::name)
+        .into_iter()
+        .chain(["canary"])
+    {
+        assert!(
+            t.kinds.get(kind).copied().unwrap_or(0) > n / 600,
+            "too few {kind} children rendered to test them: {:?}",
+            t.kinds
+        );
+    }
 }
 
 proptest! {
@@ -564,6 +946,14 @@ proptest! {
             let svc = kubundle::render::service(&b).unwrap();
             prop_assert_eq!(d.meta().name.as_deref(), Some(name.as_str()));
             prop_assert_eq!(svc.meta().name.as_deref(), Some(name.as_str()));
+            // The other children: rendered, or refused with a reason (the CRD refuses such a
+            // spec at admission: an HTTPRoute without a port).
+            if let Ok(all) = kubundle::render::children(&b, Some("digest")) {
+                prop_assert!(all.len() >= 2);
+                let canary = CanaryChildren { stable: Some(&b.spec), weight: 30, replicas: 1, frozen: false };
+                let with = kubundle::render::children_with(&b, None, Some(&canary)).unwrap();
+                prop_assert_eq!(with.len(), all.len() + 2);
+            }
         }
     }
 }
