@@ -581,6 +581,10 @@ async fn more_invalid_bundles_are_refused_at_apply_time() {
             "spec.initContainers[].restartPolicy must not be set",
         ),
         (
+            "  initContainers: [{name: migrate, image: migrate, livenessProbe: {tcpSocket: {port: 5432}}}]\n",
+            "spec.initContainers[] cannot have probes",
+        ),
+        (
             "  sidecars: [{name: Log_Shipper, image: logs}]\n",
             "spec.sidecars[0].name",
         ),

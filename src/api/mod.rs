@@ -204,7 +204,9 @@ pub struct AppBundleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[x_kube(validation = Rule::new("self.all(c, !has(c.restartPolicy))")
-        .message("spec.initContainers[].restartPolicy must not be set: a container that keeps running beside the main container belongs in spec.sidecars"))]
+        .message("spec.initContainers[].restartPolicy must not be set: a container that keeps running beside the main container belongs in spec.sidecars"),
+        validation = Rule::new("self.all(c, !has(c.livenessProbe) && !has(c.readinessProbe) && !has(c.startupProbe))")
+        .message("spec.initContainers[] cannot have probes: an init container runs to completion before the main container starts, so Kubernetes refuses liveness, readiness and startup probes on it; a container that needs them belongs in spec.sidecars"))]
     pub init_containers: Option<Vec<Container>>,
 
     /// Roll the pods when a ConfigMap they use changes (through env valueFrom, envFrom or a
