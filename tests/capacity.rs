@@ -70,7 +70,7 @@ async fn lowest_replicas(deployments: &Api<Deployment>, name: &str, period: Dura
 
 async fn ready_with(api: &Api<AppBundle>, name: &str, pods: i32) -> AppBundle {
     wait_bundle(api, name, WAIT, &format!("Ready with {pods} pods"), |b| {
-        is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(pods)
+        ready_at(b, pods)
     })
     .await
 }

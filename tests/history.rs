@@ -85,10 +85,7 @@ async fn a_rollback_restores_the_previous_image_and_the_status_names_the_revisio
         "appbundle/web",
         "--replicas=3",
     ]));
-    wait_bundle(&api, "web", WAIT, "Ready with 3 pods", |b| {
-        is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
-    })
-    .await;
+    wait_bundle(&api, "web", WAIT, "Ready with 3 pods", |b| ready_at(b, 3)).await;
     assert_eq!(
         revisions(&client, &ns, "web").await,
         [(1, first_name.clone())]

@@ -336,7 +336,7 @@ mod isolated {
             "--replicas=3",
         ]));
         wait_bundle(&api, "norm", Duration::from_secs(30), "Ready at 3", |b| {
-            is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
+            ready_at(b, 3)
         })
         .await;
         // Another manager adds an env var: left alone (it is theirs), and no apply loop.

@@ -68,6 +68,13 @@ fn rare<T: std::fmt::Debug + Clone + 'static>(
     prop_oneof![12 => Just(None), 1 => s.prop_map(Some)].boxed()
 }
 
+/// Sets `key` of the JSON object `obj` to `value` when there is one.
+fn put<T: serde::Serialize>(obj: &mut Value, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        obj[key] = json!(v);
+    }
+}
+
 fn quantity() -> BoxedStrategy<Value> {
     prop_oneof![
         3 => Just(json!("100m")),
@@ -312,9 +319,7 @@ fn container(init: bool) -> BoxedStrategy<Value> {
     )
         .prop_map(move |(name, image, args, ports, probe, res, restart)| {
             let mut c = json!({"name": name, "image": image});
-            if let Some(v) = args {
-                c["args"] = json!(v);
-            }
+            put(&mut c, "args", args);
             if let Some(v) = ports {
                 // A container's ports, in the Container's own form.
                 c["ports"] = v
@@ -335,9 +340,7 @@ fn container(init: bool) -> BoxedStrategy<Value> {
                     "startupProbe"
                 }] = v;
             }
-            if let Some(v) = res {
-                c["resources"] = v;
-            }
+            put(&mut c, "resources", res);
             if let Some(Some(v)) = restart {
                 c["restartPolicy"] = json!(v);
             }
@@ -364,15 +367,9 @@ fn autoscaling() -> BoxedStrategy<Value> {
     )
         .prop_map(|(min, max, cpu, memory)| {
             let mut a = json!({"maxReplicas": max});
-            if let Some(v) = min {
-                a["minReplicas"] = json!(v);
-            }
-            if let Some(v) = cpu {
-                a["targetCPUUtilizationPercentage"] = json!(v);
-            }
-            if let Some(v) = memory {
-                a["targetMemoryUtilizationPercentage"] = json!(v);
-            }
+            put(&mut a, "minReplicas", min);
+            put(&mut a, "targetCPUUtilizationPercentage", cpu);
+            put(&mut a, "targetMemoryUtilizationPercentage", memory);
             a
         })
         .boxed()
@@ -400,12 +397,8 @@ fn disruption_budget() -> BoxedStrategy<Value> {
     ]
     .prop_map(|(min, max)| {
         let mut b = json!({});
-        if let Some(v) = min {
-            b["minAvailable"] = v;
-        }
-        if let Some(v) = max {
-            b["maxUnavailable"] = v;
-        }
+        put(&mut b, "minAvailable", min);
+        put(&mut b, "maxUnavailable", max);
         b
     })
     .boxed()
@@ -449,30 +442,18 @@ fn http() -> BoxedStrategy<Value> {
                 let gateway = has_gateway.then_some(gateway);
                 let ingress = has_ingress.then_some(ingress);
                 let mut h = json!({});
-                if let Some(v) = hosts {
-                    h["hostnames"] = json!(v);
-                }
-                if let Some(v) = path {
-                    h["path"] = json!(v);
-                }
+                put(&mut h, "hostnames", hosts);
+                put(&mut h, "path", path);
                 if let Some((name, ns, section)) = gateway {
                     let mut g = json!({"name": name});
-                    if let Some(v) = ns {
-                        g["namespace"] = json!(v);
-                    }
-                    if let Some(v) = section {
-                        g["sectionName"] = json!(v);
-                    }
+                    put(&mut g, "namespace", ns);
+                    put(&mut g, "sectionName", section);
                     h["gateway"] = g;
                 }
                 if let Some((class, tls)) = ingress {
                     let mut i = json!({});
-                    if let Some(v) = class {
-                        i["className"] = json!(v);
-                    }
-                    if let Some(v) = tls {
-                        i["tlsSecretName"] = json!(v);
-                    }
+                    put(&mut i, "className", class);
+                    put(&mut i, "tlsSecretName", tls);
                     h["ingress"] = i;
                 }
                 h
@@ -490,17 +471,13 @@ fn env_from() -> BoxedStrategy<Value> {
     )
         .prop_map(|(config_map, name, prefix, optional)| {
             let mut reference = json!({"name": name});
-            if let Some(v) = optional {
-                reference["optional"] = json!(v);
-            }
+            put(&mut reference, "optional", optional);
             let mut e = if config_map {
                 json!({"configMapRef": reference})
             } else {
                 json!({"secretRef": reference})
             };
-            if let Some(v) = prefix {
-                e["prefix"] = json!(v);
-            }
+            put(&mut e, "prefix", prefix);
             e
         })
         .boxed()
@@ -552,23 +529,15 @@ fn rollout() -> BoxedStrategy<Value> {
             let mut canary = json!({"steps": steps});
             if let Some((interval, limit, queries, hooks)) = analysis {
                 let mut a = json!({});
-                if let Some(v) = interval {
-                    a["intervalSeconds"] = json!(v);
-                }
-                if let Some(v) = limit {
-                    a["failureLimit"] = json!(v);
-                }
+                put(&mut a, "intervalSeconds", interval);
+                put(&mut a, "failureLimit", limit);
                 if let Some(v) = queries {
                     a["prometheus"] = v
                         .into_iter()
                         .map(|(name, address, query, min, max)| {
                             let mut q = json!({"name": name, "address": address, "query": query});
-                            if let Some(v) = min {
-                                q["min"] = json!(v);
-                            }
-                            if let Some(v) = max {
-                                q["max"] = json!(v);
-                            }
+                            put(&mut q, "min", min);
+                            put(&mut q, "max", max);
                             q
                         })
                         .collect();

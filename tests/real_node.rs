@@ -443,7 +443,7 @@ mod real_node {
             "web",
             Duration::from_secs(90),
             "Ready at 1 replica",
-            |b| is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(1),
+            |b| ready_at(b, 1),
         )
         .await;
         let start = Instant::now();

@@ -351,10 +351,7 @@ async fn the_autoscaler_takes_the_replicas_over_without_a_fight() {
         &ns,
         "--replicas=4",
     ]));
-    wait_bundle(&api, "web", MINUTE, "Ready with 4 pods", |b| {
-        is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(4)
-    })
-    .await;
+    wait_bundle(&api, "web", MINUTE, "Ready with 4 pods", |b| ready_at(b, 4)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let d = deployments.get("web").await.unwrap();
     assert_eq!(
@@ -418,7 +415,7 @@ async fn the_autoscaler_takes_the_replicas_over_without_a_fight() {
     apply_yaml(&ns, &bundle_yaml("web", 3, resources));
     deleted(&hpas, "web", Duration::from_secs(15)).await;
     wait_bundle(&api, "web", MINUTE, "Ready with 3 again", |b| {
-        is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
+        ready_at(b, 3)
     })
     .await;
     let d = deployments.get("web").await.unwrap();
@@ -448,7 +445,7 @@ async fn an_autoscaled_bundle_starts_at_the_minimum_and_takes_over_nothing() {
         "web",
         Duration::from_secs(90),
         "Ready with 2 pods",
-        |b| is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(2),
+        |b| ready_at(b, 2),
     )
     .await;
 

@@ -576,7 +576,7 @@ mod upgrade {
             "cache",
             Duration::from_secs(90),
             "cache scaled to 3",
-            |b| is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(3),
+            |b| ready_at(b, 3),
         )
         .await;
         assert_eq!(scaled.status.unwrap().replicas, Some(3));

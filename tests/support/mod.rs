@@ -194,6 +194,11 @@ where
     .await
 }
 
+/// Ready=True for the newest generation, with `pods` ready pods.
+pub fn ready_at(b: &kubundle::api::AppBundle, pods: i32) -> bool {
+    is_ready(b) && b.status.as_ref().and_then(|s| s.ready_replicas) == Some(pods)
+}
+
 /// Ready=True for the newest generation.
 pub fn is_ready(b: &kubundle::api::AppBundle) -> bool {
     let current = b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation;
