@@ -8,6 +8,10 @@
 //! fails and the connection is dropped; the reconcile's error policy retries on a new one. A watch's
 //! headers come at once too; its events are guarded by the watches' own idle timeout
 //! ([`crate::reconcile::WATCH_TIMEOUT`]).
+//!
+//! With leader election, every write but the Lease's own passes a [`Fence`]: a replica that is not
+//! the leader, or no longer surely so, sends none ([`crate::leader`] says why this cannot be left
+//! to the reconciles).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +21,7 @@ use std::time::Duration;
 use kube::Client;
 use tower::{BoxError, Layer, Service};
 
+use crate::leader::Fence;
 use crate::metrics::Metrics;
 
 /// How long a request may wait for its response's headers. The API server ends a request it has
@@ -24,8 +29,8 @@ use crate::metrics::Metrics;
 /// (429), so 30 s without a byte means the connection is gone, not that the server is slow.
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Builds the operator's client.
-pub async fn operator_client(metrics: &Metrics) -> Result<Client, kube::Error> {
+/// Builds the operator's client; its writes pass `fence`.
+pub async fn operator_client(metrics: &Metrics, fence: Fence) -> Result<Client, kube::Error> {
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
@@ -37,8 +42,76 @@ pub async fn operator_client(metrics: &Metrics) -> Result<Client, kube::Error> {
         });
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&Deadline(RESPONSE_DEADLINE))
+        .with_layer(&Fenced(fence))
         .with_layer(&count.into_inner())
         .build())
+}
+
+/// A layer that refuses, without sending them, the writes its [`Fence`] does not allow (a
+/// Lease's own requests always pass: they are how the fence opens).
+#[derive(Clone, Debug)]
+pub struct Fenced(pub Fence);
+
+impl<S> Layer<S> for Fenced {
+    type Service = WithFence<S>;
+
+    fn layer(&self, inner: S) -> WithFence<S> {
+        WithFence {
+            inner,
+            fence: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`Fenced`].
+#[derive(Clone, Debug)]
+pub struct WithFence<S> {
+    inner: S,
+    fence: Fence,
+}
+
+/// The error of a write the fence refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not sent: {method} {path} is a write, and this replica does not hold the leader Lease (or has not renewed it in time)"
+)]
+pub struct NotLeader {
+    pub method: http::Method,
+    pub path: String,
+}
+
+/// Whether `req` changes anything (any method but GET, HEAD and OPTIONS) other than a Lease.
+fn fenced<B>(req: &http::Request<B>) -> bool {
+    let reads = [http::Method::GET, http::Method::HEAD, http::Method::OPTIONS];
+    !reads.contains(req.method()) && !req.uri().path().starts_with("/apis/coordination.k8s.io/")
+}
+
+impl<S, B> Service<http::Request<B>> for WithFence<S>
+where
+    S: Service<http::Request<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Answer<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if fenced(&req) && !self.fence.allows_writes() {
+            let refused = NotLeader {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            };
+            tracing::warn!(error = %refused, "write refused by the leader fence");
+            return Box::pin(async move { Err(Box::new(refused) as BoxError) });
+        }
+        let answer = self.inner.call(req);
+        Box::pin(async move { answer.await.map_err(Into::into) })
+    }
 }
 
 /// A layer that fails a request whose response does not start within its duration.
@@ -102,6 +175,48 @@ where
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    fn request(method: http::Method, path: &str) -> http::Request<()> {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_refuses_writes_but_not_reads_nor_the_lease() {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        let server = tower::service_fn(move |_: http::Request<()>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok::<_, BoxError>(()) }
+        });
+        let mut fenced = Fenced(Fence::closed()).layer(server);
+        let write = request(
+            http::Method::PATCH,
+            "/apis/apps/v1/namespaces/a/deployments/web",
+        );
+        let err = (&mut fenced).oneshot(write).await.unwrap_err();
+        assert!(err.is::<NotLeader>(), "{err}");
+        let read = request(
+            http::Method::GET,
+            "/apis/apps/v1/namespaces/a/deployments/web",
+        );
+        (&mut fenced).oneshot(read).await.unwrap();
+        let lease = request(
+            http::Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/a/leases/kubundle",
+        );
+        (&mut fenced).oneshot(lease).await.unwrap();
+        assert_eq!(sent.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let mut open =
+            Fenced(Fence::open()).layer(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, BoxError>(())
+            }));
+        let write = request(http::Method::POST, "/api/v1/namespaces/a/events");
+        (&mut open).oneshot(write).await.unwrap();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_without_an_answer_fails_at_its_deadline() {

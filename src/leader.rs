@@ -5,10 +5,18 @@
 //! whole lease duration. Expiry is judged the way client-go does: by how long *this* process has
 //! seen the Lease unchanged (its resourceVersion), never by comparing another machine's clock with
 //! ours. Every write is a compare-and-swap on the resourceVersion, so two candidates cannot both win.
-//! The leader renews every `renew_every`; if it cannot renew for a whole lease duration it has lost
-//! the Lease and must stop reconciling. On shutdown the leader releases the Lease, so that a
-//! successor takes over at once instead of after the lease duration.
+//! The leader renews every `renew_every`; if it cannot renew within the renew deadline (shorter
+//! than the lease duration) it has lost the Lease and must stop reconciling. On shutdown the leader
+//! releases the Lease, so that a successor takes over at once instead of after the lease duration.
+//!
+//! Stopping the reconciles is not enough on its own: a process frozen for longer than the lease
+//! duration (SIGSTOP, a VM paused, a node swapping) wakes with its timers all due at once and its
+//! watches handing it every event it missed, and its reconciles may write before its renewal finds
+//! the Lease taken. So the client itself is fenced ([`Fence`], used by [`crate::client`]): a write
+//! leaves this process only within the renew deadline of the last renewal *sent* before it was
+//! confirmed, which the other candidates cannot see expire before a whole lease duration.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -24,6 +32,10 @@ use crate::metrics::Metrics;
 pub struct Timing {
     /// How long a Lease stays valid without renewal.
     pub lease_duration: Duration,
+    /// How long the leader may go on after the last renewal it sent that succeeded: its writes are
+    /// fenced after that, and it gives up. Shorter than `lease_duration`, so that the leader has
+    /// stopped before another candidate can judge the Lease expired.
+    pub renew_deadline: Duration,
     /// How often the leader renews, and how often a candidate retries.
     pub renew_every: Duration,
 }
@@ -32,7 +44,45 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether this process may write now. Open (always) without leader election; with it, only
+/// until the renew deadline of the leader's last confirmed renewal.
+#[derive(Clone, Debug)]
+pub struct Fence(Option<Arc<Mutex<Option<Instant>>>>);
+
+impl Fence {
+    /// No leader election: writes always pass.
+    pub fn open() -> Fence {
+        Fence(None)
+    }
+
+    /// Leader election: no write passes until the Lease is held.
+    pub fn closed() -> Fence {
+        Fence(Some(Arc::new(Mutex::new(None))))
+    }
+
+    /// Whether a write may be sent now.
+    pub fn allows_writes(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(until) => until.lock().unwrap().is_some_and(|t| Instant::now() < t),
+        }
+    }
+
+    fn hold_until(&self, until: Instant) {
+        if let Some(held) = &self.0 {
+            *held.lock().unwrap() = Some(until);
+        }
+    }
+
+    fn shut(&self) {
+        if let Some(held) = &self.0 {
+            *held.lock().unwrap() = None;
         }
     }
 }
@@ -46,6 +96,8 @@ pub struct Elector {
     metrics: Metrics,
     /// The Lease as last seen: its resourceVersion and when we first saw that version.
     observed: Option<(String, Instant)>,
+    /// Opened by each confirmed renewal, until its renew deadline.
+    fence: Fence,
 }
 
 fn now() -> MicroTime {
@@ -67,7 +119,14 @@ impl Elector {
             timing,
             metrics,
             observed: None,
+            fence: Fence::closed(),
         }
+    }
+
+    /// The fence this elector opens while it holds the Lease (the one the client checks).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     fn spec(&self, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
@@ -83,6 +142,16 @@ impl Elector {
 
     /// One attempt to hold the Lease (take it, or renew it). Ok(true): we hold it now.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        // A confirmed write holds from before it was sent: the others count from after it landed.
+        let sent = Instant::now();
+        let held = self.hold().await;
+        if let Ok(true) = held {
+            self.fence.hold_until(sent + self.timing.renew_deadline);
+        }
+        held
+    }
+
+    async fn hold(&mut self) -> Result<bool, kube::Error> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -160,15 +229,18 @@ impl Elector {
         let mut last_renewal = Instant::now();
         loop {
             tokio::time::sleep(self.timing.renew_every).await;
+            let sent = Instant::now();
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = Instant::now(),
+                Ok(true) => last_renewal = sent,
                 Ok(false) => {
+                    self.fence.shut();
                     warn!(lease = %self.name, "another replica holds the leader lease");
                     return;
                 }
                 Err(e) => warn!(error = %e, "cannot renew the leader lease"),
             }
-            if last_renewal.elapsed() >= self.timing.lease_duration {
+            if last_renewal.elapsed() >= self.timing.renew_deadline {
+                self.fence.shut();
                 warn!(lease = %self.name, "could not renew the leader lease in time");
                 return;
             }
@@ -197,5 +269,25 @@ impl Elector {
             Ok(_) => info!(lease = %self.name, "released the leader lease"),
             Err(e) => warn!(error = %e, "cannot release the leader lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_passes_writes_until_its_deadline_and_none_once_shut() {
+        assert!(Fence::open().allows_writes());
+        let fence = Fence::closed();
+        assert!(!fence.allows_writes(), "closed until the Lease is held");
+        fence.hold_until(Instant::now() + Duration::from_secs(60));
+        assert!(fence.allows_writes());
+        assert!(fence.clone().allows_writes(), "clones share the deadline");
+        fence.hold_until(Instant::now());
+        assert!(!fence.allows_writes(), "past the deadline");
+        fence.hold_until(Instant::now() + Duration::from_secs(60));
+        fence.shut();
+        assert!(!fence.allows_writes());
     }
 }

@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use kubundle::client::operator_client;
 use kubundle::endpoints::{HttpState, router};
-use kubundle::leader::{Elector, Timing};
+use kubundle::leader::{Elector, Fence, Timing};
 use kubundle::metrics::Metrics;
 use kubundle::reconcile::{Context, Settings, check_crd, controller};
 
@@ -105,7 +105,13 @@ async fn main() -> ExitCode {
     init_logging(args.log_format);
 
     let metrics = Metrics::new();
-    let client = match operator_client(&metrics).await {
+    // With leader election, no write leaves this process unless it holds the Lease (leader.rs).
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::open()
+    };
+    let client = match operator_client(&metrics, fence.clone()).await {
         Ok(client) => client,
         Err(e) => {
             error!(error = %e, "cannot configure a Kubernetes client (in-cluster config or KUBECONFIG)");
@@ -191,7 +197,8 @@ async fn main() -> ExitCode {
             &instance,
             Timing::default(),
             metrics.clone(),
-        );
+        )
+        .with_fence(fence);
         metrics.leader.set(0);
         info!(lease = %format!("{namespace}/{}", args.leader_election_lease), "standing by for the leader lease");
         tokio::select! {

@@ -491,4 +491,180 @@ mod faults {
         }
         delete_namespace(&client, &ns).await;
     }
+
+    /// The leader frozen (SIGSTOP) for 30 s, longer than its Lease: the standby takes over and
+    /// applies the changes made meanwhile; when the old leader is let go (SIGCONT), its watches
+    /// hand it those changes at once, and it must write nothing before it finds it has lost the
+    /// Lease. Who wrote what is read from the API server's audit log (each replica runs as its
+    /// own ServiceAccount), not from the operators' own counters.
+    #[tokio::test]
+    async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
+        const N: usize = 60;
+        let client = client().await;
+        let lease_ns = create_namespace(&client, "frozen-lease").await;
+        let ns = create_namespace(&client, "frozen-apps").await;
+        let args: Vec<String> = [
+            "--leader-elect",
+            "--leader-election-lease=kubundle-frozen",
+            "--log-format=json",
+        ]
+        .map(String::from)
+        .to_vec();
+        let env = |pod: &str| {
+            vec![
+                ("POD_NAME".to_string(), pod.to_string()),
+                ("POD_NAMESPACE".to_string(), lease_ns.clone()),
+            ]
+        };
+        let mut replicas = Vec::new();
+        for name in ["frozen-a", "frozen-b"] {
+            let kubeconfig = audit::identity(name);
+            replicas.push((name, Operator::start(&args, &env(name), &kubeconfig).await));
+        }
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(client.clone(), &lease_ns);
+        let holder = |leases: Api<k8s_openapi::api::coordination::v1::Lease>| async move {
+            leases
+                .get_opt("kubundle-frozen")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+        };
+        let leader = eventually(Duration::from_secs(30), "a leader", || async {
+            holder(leases.clone())
+                .await
+                .ok_or_else(|| "no holder".to_string())
+        })
+        .await;
+        let all = |image: &str| {
+            (0..N)
+                .map(|i| {
+                    format!(
+                        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: b{i}}}\n\
+                         spec: {{image: '{image}', ports: [{{containerPort: 80}}]}}\n"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("---\n")
+        };
+        let apply = |image: &str| {
+            let out = kubectl_stdin(
+                &["apply", "--server-side", "-n", &ns, "-f", "-"],
+                &all(image),
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        apply("nginx:1.27");
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        let ready_with = |image: &'static str| {
+            let api = api.clone();
+            async move {
+                let list = api
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let n = list
+                    .items
+                    .iter()
+                    .filter(|b| {
+                        is_ready(b)
+                            && b.status.as_ref().and_then(|s| s.image.as_deref()) == Some(image)
+                    })
+                    .count();
+                if n == N {
+                    Ok(())
+                } else {
+                    Err(format!("{n} of {N} Ready with {image}"))
+                }
+            }
+        };
+        eventually(Duration::from_secs(120), "every AppBundle Ready", || {
+            ready_with("nginx:1.27")
+        })
+        .await;
+
+        let pid = |name: &str| {
+            let (_, op) = replicas.iter().find(|(n, _)| *n == name).unwrap();
+            op.child.id() as i32
+        };
+        let frozen = pid(&leader);
+        let standby = if leader == "frozen-a" {
+            "frozen-b"
+        } else {
+            "frozen-a"
+        };
+        let frozen_at = std::time::SystemTime::now();
+        // SAFETY: a signal to a child process of this test.
+        assert_eq!(unsafe { libc::kill(frozen, libc::SIGSTOP) }, 0);
+        let stopped = Instant::now();
+        eventually(
+            Duration::from_secs(40),
+            "the standby to take the Lease",
+            || async {
+                match holder(leases.clone()).await {
+                    Some(h) if h == standby => Ok(()),
+                    other => Err(format!("held by {other:?}")),
+                }
+            },
+        )
+        .await;
+        let took_over = stopped.elapsed();
+        apply("nginx:1.29");
+        eventually(
+            Duration::from_secs(120),
+            "the new leader to roll every AppBundle",
+            || ready_with("nginx:1.29"),
+        )
+        .await;
+        if let Some(left) = Duration::from_secs(30).checked_sub(stopped.elapsed()) {
+            tokio::time::sleep(left).await;
+        }
+        let woke_at = std::time::SystemTime::now();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(frozen, libc::SIGCONT) }, 0);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+
+        let writes = audit::writes_since(frozen_at);
+        let by_frozen: Vec<&audit::Write> = writes
+            .iter()
+            .filter(|w| w.who == leader && w.resource != "leases" && w.at >= woke_at)
+            .collect();
+        let by_new = writes
+            .iter()
+            .filter(|w| w.who == standby && w.resource != "leases")
+            .count();
+        eprintln!(
+            "leader frozen {:?}; the standby took the Lease {took_over:?} after the freeze and wrote \
+             {by_new} times; the old leader wrote {} times after it woke",
+            stopped.elapsed(),
+            by_frozen.len()
+        );
+        assert!(
+            by_new > 0,
+            "the audit log has no write by the new leader: is it on?"
+        );
+        assert!(
+            by_frozen.is_empty(),
+            "the old leader wrote after it woke, without the Lease:\n{}",
+            by_frozen
+                .iter()
+                .map(|w| format!("{:?} {} {} ({})", w.at, w.verb, w.what, w.code))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let split = audit::split_brain_seconds(&writes);
+        assert!(
+            split.is_empty(),
+            "two leaders wrote in the same second:\n{}",
+            split.join("\n")
+        );
+        drop(replicas);
+        delete_namespace(&client, &ns).await;
+        delete_namespace(&client, &lease_ns).await;
+    }
 }

@@ -544,7 +544,22 @@ EOF
   # a real node the endpoint reconciler is off, since no pod dials that Service.
   # PodNodeSelector and PodTolerationRestriction let a namespace send its pods to the real node
   # (`real-namespace`); they do nothing in namespaces without their annotations.
+  # The audit log records the writes of ServiceAccounts in namespace kubundle-audited only (tests
+  # run operator replicas under those identities to see who wrote what, and when: a leader that
+  # lost its Lease must write nothing); nothing else is logged, so it costs the rest nothing.
+  cat >"$state/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts:kubundle-audited"]
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+POLICY
   start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$state/logs/audit.log" \
+    --audit-log-format=json --audit-log-maxsize=100 --audit-log-maxbackup=1 \
     --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
