@@ -667,4 +667,106 @@ mod faults {
         delete_namespace(&client, &ns).await;
         delete_namespace(&client, &lease_ns).await;
     }
+
+    /// An AppBundle deleted and made again under the same name before the garbage collector has
+    /// deleted its children (here: the controller manager is down, as it was for good in the chaos
+    /// soak after an API server restart): the new AppBundle takes the children of its earlier life
+    /// over, as it does orphans, instead of calling them another's (Stalled, NameConflict) and
+    /// waiting for a collector that may never come; and the collector, back, deletes nothing: the
+    /// same Deployment, no pod rolled.
+    #[tokio::test]
+    async fn an_appbundle_made_again_takes_over_what_its_earlier_life_left() {
+        let client = client().await;
+        let operator = start_operator().await;
+        let ns = create_namespace(&client, "fault-again").await;
+        apply_yaml(&ns, &bundle("web", "nginx:1.27"));
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        wait_bundle(&api, "web", Duration::from_secs(120), "Ready", is_ready).await;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let before = deployments.get("web").await.unwrap();
+        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let sets_before: Vec<String> = sets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+
+        let restart = tokio::task::spawn_blocking(|| {
+            run_ok(cluster_sh().args(["restart", "kube-controller-manager", "--down", "40"]))
+        });
+        // Until the controller manager has stopped (its PID file names a process no longer running).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let old_uid = api.get("web").await.unwrap().uid().unwrap();
+        api.delete("web", &kube::api::DeleteParams::background())
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(10), "the AppBundle gone", || async {
+            match api.get_opt("web").await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{:?}", other.map(|b| b.map(|b| b.uid())))),
+            }
+        })
+        .await;
+        let left = deployments.get("web").await.unwrap();
+        assert_eq!(
+            left.owner_references()[0].uid,
+            old_uid,
+            "the garbage collector was meant to be down"
+        );
+        apply_yaml(&ns, &bundle("web", "nginx:1.27"));
+        let new_uid = api.get("web").await.unwrap().uid().unwrap();
+        let made_again = Instant::now();
+        let owner = |d: &Deployment| d.owner_references().first().map(|o| o.uid.clone());
+        eventually(
+            Duration::from_secs(15),
+            "the new AppBundle to control the Deployment",
+            || async {
+                let b = api.get("web").await.map_err(|e| e.to_string())?;
+                if let Some(c) = condition_of(&b, "Stalled").filter(|c| c.0 == "True") {
+                    return Err(format!("Stalled: {} {}", c.1, c.2));
+                }
+                let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+                if owner(&d) == Some(new_uid.clone()) && d.owner_references().len() == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("owners {:?}", d.owner_references()))
+                }
+            },
+        )
+        .await;
+        let took_over = made_again.elapsed();
+        restart.await.unwrap();
+        // The garbage collector is back and has looked at the children: nothing deleted.
+        wait_bundle(&api, "web", Duration::from_secs(120), "Ready", is_ready).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = deployments.get("web").await.unwrap();
+        assert_eq!(
+            after.uid(),
+            before.uid(),
+            "the Deployment was deleted and made again"
+        );
+        let sets_after: Vec<String> = sets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+        assert_eq!(sets_after, sets_before, "a pod rolled");
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(client.clone(), &ns);
+        let service = services.get("web").await.unwrap();
+        assert_eq!(service.owner_references().len(), 1);
+        assert_eq!(service.owner_references()[0].uid, new_uid);
+        eprintln!(
+            "made again while the garbage collector was down: children taken over {took_over:?} \
+             after; the same Deployment and ReplicaSet after the collector came back"
+        );
+        drop(operator);
+        delete_namespace(&client, &ns).await;
+    }
 }

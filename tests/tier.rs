@@ -484,6 +484,34 @@ async fn an_autoscaled_bundle_starts_at_the_minimum_and_takes_over_nothing() {
     delete_namespace(&client, &ns).await;
 }
 
+/// A tier scaled to 0 pods (`replicas: 0`) that turns to autoscaling gets the autoscaler's
+/// minimum: an autoscaler that finds its Deployment at 0 is off (ScalingDisabled) and would never
+/// start a pod. (Found by the chaos soak: before, the Deployment stayed at 0 and the AppBundle
+/// said RollingOut, 0 of 1 pods, for good.)
+#[tokio::test]
+async fn a_tier_at_zero_pods_that_turns_to_autoscaling_starts_at_the_minimum() {
+    let client = client().await;
+    let ns = create_namespace(&client, "hpa-zero").await;
+    let api = bundles(&client, &ns);
+    apply_yaml(&ns, &bundle_yaml("web", 0, ""));
+    wait_bundle(&api, "web", MINUTE, "Ready with 0 pods", |b| ready_at(b, 0)).await;
+    apply_yaml(
+        &ns,
+        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {name: web}\n\
+         spec:\n  image: nginx:1.27\n  ports: [{containerPort: 80}]\n  \
+         autoscaling: {minReplicas: 2, maxReplicas: 4}\n",
+    );
+    wait_bundle(
+        &api,
+        "web",
+        Duration::from_secs(90),
+        "Ready with 2 pods",
+        |b| ready_at(b, 2),
+    )
+    .await;
+    delete_namespace(&client, &ns).await;
+}
+
 /// Writes an HTTPRoute's status as a Gateway controller does: its Accepted condition for `gw`.
 fn gateway_reports(ns: &str, accepted: bool, reason: &str, message: &str) {
     let status = serde_json::json!({"status": {"parents": [{

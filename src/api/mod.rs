@@ -30,6 +30,9 @@ pub const GROUP: &str = "kubundle.dev";
 /// The version of the AppBundle API this kubundle serves and writes.
 pub const VERSION: &str = "v1alpha1";
 
+/// The kind of the custom resource (the owner of every child).
+pub const KIND: &str = "AppBundle";
+
 /// The desired state of an AppBundle: the container to run, how many pods, and how they are
 /// exposed. kubundle runs it as one Deployment and one Service of the AppBundle's name.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]

@@ -130,6 +130,9 @@ fn classify(
         Some(live) if live.meta().deletion_timestamp.is_some() => Found::Terminating,
         Some(live) if controlled_by(live.meta(), owner_uid) => Found::Ours(live),
         Some(live) if is_orphan(live.meta(), bundle_name) => Found::Orphan(live),
+        Some(live) if from_an_earlier_life(live.meta(), owner_uid, bundle_name) => {
+            Found::Orphan(live)
+        }
         Some(live) => {
             let name = live.meta().name.clone().unwrap_or_default();
             Found::Conflict(conflict_message(kind.name(), &name, live.meta()))
@@ -159,20 +162,50 @@ fn conflict_message(kind: &str, name: &str, meta: &kube::api::ObjectMeta) -> Str
 
 /// kubundle made the object for an AppBundle of this name, and nothing controls it now.
 fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
+    let uncontrolled = !meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    uncontrolled && made_for(meta, bundle_name)
+}
+
+/// kubundle made the object for an earlier AppBundle of this name, deleted since: its controller
+/// is an AppBundle of this name with another UID, which cannot exist beside the one of
+/// `owner_uid` (names are unique). The garbage collector deletes such a child in time, and rolls
+/// its pods by doing so; an AppBundle made again under the same name (`kubectl delete` then
+/// `apply`, a GitOps prune and re-sync) takes it over instead, as it does an orphan. (A garbage
+/// collector that missed the deletion, after an API server restart, would otherwise leave it,
+/// and the AppBundle blocked by it, for good.)
+pub(super) fn from_an_earlier_life(
+    meta: &kube::api::ObjectMeta,
+    owner_uid: &str,
+    bundle_name: &str,
+) -> bool {
+    let earlier = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.controller == Some(true))
+        .any(|o| {
+            o.kind == crate::api::KIND
+                && o.api_version.split('/').next() == Some(crate::api::GROUP)
+                && o.name == bundle_name
+                && o.uid != owner_uid
+        });
+    earlier && made_for(meta, bundle_name)
+}
+
+/// kubundle's labels for the AppBundle `bundle_name` (or its canary).
+fn made_for(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
     let label = |k: &str| {
         meta.labels
             .as_ref()
             .and_then(|l| l.get(k))
             .map(String::as_str)
     };
-    let uncontrolled = !meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true));
     let canary = crate::render::canary::canary_name(bundle_name);
-    uncontrolled
-        && label(labels::MANAGED_BY) == Some(labels::MANAGER)
+    label(labels::MANAGED_BY) == Some(labels::MANAGER)
         && (label(labels::INSTANCE) == Some(bundle_name)
             || label(labels::INSTANCE) == Some(canary.as_str()))
         && label(labels::NAME) == Some(bundle_name)
@@ -321,5 +354,70 @@ mod tests {
         ];
         assert!(is_orphan(&meta(&canary, false), "web"));
         assert!(!is_orphan(&meta(&canary, false), "web-canary"));
+    }
+
+    #[test]
+    fn a_child_of_a_deleted_appbundle_of_the_same_name_is_taken_over() {
+        let meta = |kind: &str, name: &str, uid: &str, labelled: bool| kube::api::ObjectMeta {
+            labels: labelled.then(|| {
+                [
+                    (labels::MANAGED_BY, "kubundle"),
+                    (labels::INSTANCE, "web"),
+                    (labels::NAME, "web"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+            }),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "kubundle.dev/v1alpha1".into(),
+                    kind: kind.into(),
+                    name: name.into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        // The AppBundle `web` of UID "new": a child of the deleted `web` of UID "old" is its own.
+        assert!(from_an_earlier_life(
+            &meta("AppBundle", "web", "old", true),
+            "new",
+            "web"
+        ));
+        // Its own already, another kind's, another name's, or not made by kubundle: not taken.
+        assert!(!from_an_earlier_life(
+            &meta("AppBundle", "web", "new", true),
+            "new",
+            "web"
+        ));
+        assert!(!from_an_earlier_life(
+            &meta("Rollout", "web", "old", true),
+            "new",
+            "web"
+        ));
+        assert!(!from_an_earlier_life(
+            &meta("AppBundle", "api", "old", true),
+            "new",
+            "web"
+        ));
+        assert!(!from_an_earlier_life(
+            &meta("AppBundle", "web", "old", false),
+            "new",
+            "web"
+        ));
+        let found = classify(
+            ChildKind::Deployment,
+            Some(DynamicObject {
+                types: None,
+                metadata: meta("AppBundle", "web", "old", true),
+                data: serde_json::Value::Null,
+            }),
+            "new",
+            "web",
+        );
+        assert!(matches!(found, Found::Orphan(_)));
     }
 }

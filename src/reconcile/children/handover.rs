@@ -9,7 +9,8 @@
 //! second field manager, `kubundle-handover`, alone: the field then has another owner and keeps
 //! its value; an autoscaler's first scale takes it over (Kubernetes' documented way to transfer
 //! ownership), and a `replicas` declared later takes it back. Once kubundle no longer owns the
-//! field, this does nothing.
+//! field, this does nothing. Handed to an autoscaler, the value is at least its minimum: at 0
+//! pods an autoscaler does nothing.
 
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
@@ -40,13 +41,20 @@ pub async fn release_replicas(
     if !deployment.owns_replicas {
         return Ok(());
     }
-    let Some(replicas) = live
+    let Some(live_replicas) = live
         .data
         .get("spec")
         .and_then(|s| s.get("replicas"))
-        .cloned()
+        .and_then(serde_json::Value::as_i64)
     else {
         return Ok(());
+    };
+    // An autoscaler takes over at its minimum at least: one that finds its Deployment at 0 pods
+    // is off ("ScalingDisabled") and would never start one, leaving the AppBundle short of pods
+    // for good (`replicas: 0`, then `autoscaling` instead).
+    let replicas = match &bundle.spec.autoscaling {
+        Some(a) => live_replicas.max(i64::from(a.min())),
+        None => live_replicas,
     };
     let name = live.name_any();
     let patch = serde_json::json!({

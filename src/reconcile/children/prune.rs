@@ -5,7 +5,7 @@ use kube::Client;
 use kube::api::{DeleteParams, Preconditions};
 use tracing::info;
 
-use super::child::{Change, api};
+use super::child::{Change, api, from_an_earlier_life};
 use crate::metrics::Metrics;
 use crate::reconcile::observe::children_cache::ChildCache;
 use crate::render::{ChildKind, controlled_by, labels};
@@ -20,7 +20,8 @@ pub struct Stale {
 }
 
 /// Whether an object seen in a child watch is a stale child of the AppBundle `bundle_name`
-/// (UID `owner_uid`): controlled by it and labelled by kubundle for it (or for its canary).
+/// (UID `owner_uid`): controlled by it, or by an earlier AppBundle of its name (deleted since),
+/// and labelled by kubundle for it (or for its canary).
 pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name: &str) -> bool {
     let label = |k: &str| {
         meta.labels
@@ -29,7 +30,7 @@ pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name
             .map(String::as_str)
     };
     let canary = crate::render::canary::canary_name(bundle_name);
-    controlled_by(meta, owner_uid)
+    (controlled_by(meta, owner_uid) || from_an_earlier_life(meta, owner_uid, bundle_name))
         && meta.deletion_timestamp.is_none()
         && label(labels::MANAGED_BY) == Some(labels::MANAGER)
         && (label(labels::INSTANCE) == Some(bundle_name)
