@@ -291,16 +291,8 @@ mod faults {
 
     impl BlackHole {
         fn connections_of(operator: &Operator) -> BlackHole {
-            let server = kube::config::Kubeconfig::read_from(kubeconfig_path())
-                .unwrap()
-                .clusters[0]
-                .cluster
-                .as_ref()
-                .unwrap()
-                .server
-                .clone()
-                .unwrap();
-            let authority = server.trim_start_matches("https://").trim_end_matches('/');
+            let authority = api_server_address(&kubeconfig_path());
+            let authority = authority.as_str();
             let (ip, port) = authority.rsplit_once(':').unwrap();
             let pid = format!("pid={},", operator.child.id());
             let sockets = run_ok(std::process::Command::new("ss").args([

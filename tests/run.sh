@@ -84,7 +84,7 @@ step "plain manifests are up to date (deploy/kubectl from charts/kubundle)"
 deploy/kubectl/render.sh --check
 
 step "cargo test (unit and end-to-end)"
-cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install:: --skip faults:: --skip real_node:: --skip real_node_metrics:: --skip real_canary:: --skip upgrade::
+cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install:: --skip faults:: --skip real_node:: --skip real_node_metrics:: --skip real_canary:: --skip upgrade:: --skip chaos_soak
 step "cargo test --test isolated (needs the cluster to itself: exact counts, steady state)"
 cargo test --locked --test isolated -- --test-threads=1
 
@@ -99,6 +99,10 @@ cargo test --locked --test install -- --test-threads=1 --nocapture
 step "cargo test --test faults (API server and etcd restarts, the operator killed mid-rollout)"
 kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
 cargo test --locked --test faults -- --test-threads=1 --nocapture
+
+step "cargo test --test soak (chaos soak: changes and faults of every class, then the invariants)"
+kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
+cargo test --locked --test soak -- --nocapture
 
 if [ "$KUBUNDLE_REAL_NODE" = 0 ]; then
   step "all tests passed in $((SECONDS - start))s, EXCEPT tests/real_node.rs, tests/canary.rs, tests/real_metrics.rs and tests/upgrade.rs: NOT RUN (KUBUNDLE_REAL_NODE=0)"

@@ -139,6 +139,10 @@ build_all() {
     go.etcd.io/etcd/server/v3
   build_component kwok "$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
     sigs.k8s.io/kwok/cmd/kwok
+  # Not part of the cluster: the chaos soak (tests/soak.rs) puts it between the operator and the
+  # API server.
+  build_component toxiproxy "$TOXIPROXY_VERSION" "-X github.com/Shopify/toxiproxy/v2.Version=${TOXIPROXY_VERSION#v}" \
+    github.com/Shopify/toxiproxy/v2/cmd/server
 
   local helm_major=${HELM_VERSION%%.*}
   build_component helm "$HELM_VERSION" "-X helm.sh/helm/$helm_major/internal/version.version=$HELM_VERSION" \
@@ -149,6 +153,8 @@ build_all() {
 
 # The etcd main package is the module root go.etcd.io/etcd/server/v3, so go names the binary "server".
 after_build_etcd() { mv "$1/server" "$1/etcd"; }
+# Toxiproxy's server is cmd/server.
+after_build_toxiproxy() { mv "$1/server" "$1/toxiproxy-server"; }
 
 # kwok's behaviour is configured by Stage objects shipped in the same module: nodes become Ready and
 # keep a heartbeat lease, scheduled pods become Running and Ready, deleted pods go away.
@@ -628,7 +634,7 @@ cmd_env() {
     extra="$(node_bin prometheus):"
     [ -f "$(prometheus_dir)/env" ] && echo "export $(cat "$(prometheus_dir)/env")"
   fi
-  echo "export PATH='$(k8s_bin):$(bin_dir helm "$HELM_VERSION"):$extra'\"\$PATH\""
+  echo "export PATH='$(k8s_bin):$(bin_dir helm "$HELM_VERSION"):$(bin_dir toxiproxy "$TOXIPROXY_VERSION"):$extra'\"\$PATH\""
 }
 
 cmd_status() {
@@ -718,6 +724,7 @@ case ${1:-} in
     echo "kubernetes: $(k8s_bin)"
     echo "etcd: $(bin_dir etcd "$ETCD_VERSION")"
     echo "kwok: $(bin_dir kwok "$KWOK_VERSION")"
+    echo "toxiproxy: $(bin_dir toxiproxy "$TOXIPROXY_VERSION")"
     echo "helm: $(bin_dir helm "$HELM_VERSION")"
     ;;
   *)

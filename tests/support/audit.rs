@@ -110,12 +110,17 @@ pub fn writes_since(since: SystemTime) -> Vec<Write> {
         .collect()
 }
 
-/// Seconds (since the epoch) in which more than one audited identity wrote something other than
-/// a Lease: two replicas acting as leader at once. Each with the writers and a few of the writes.
+/// Seconds (since the epoch) in which more than one audited identity made a write that took
+/// effect (a 2xx answer), a Lease's aside: two replicas acting as leader at once. Each with the
+/// writers and a few of the writes. (A write that failed changed nothing: one a frozen leader had
+/// sent just before it froze reaches the API server when it wakes, and is refused or fails.)
 pub fn split_brain_seconds(writes: &[Write]) -> Vec<String> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut by_second: BTreeMap<u64, (BTreeSet<&str>, Vec<&Write>)> = BTreeMap::new();
-    for w in writes.iter().filter(|w| w.resource != "leases") {
+    let effective = writes
+        .iter()
+        .filter(|w| w.resource != "leases" && (200..300).contains(&w.code));
+    for w in effective {
         let s =
             w.at.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap()
@@ -131,7 +136,7 @@ pub fn split_brain_seconds(writes: &[Write]) -> Vec<String> {
             let sample: Vec<String> = ws
                 .iter()
                 .take(6)
-                .map(|w| format!("{} {} {}", w.who, w.verb, w.what))
+                .map(|w| format!("{} {} {} ({})", w.who, w.verb, w.what, w.code))
                 .collect();
             format!("second {s}: {who:?} wrote: {}", sample.join("; "))
         })

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod prometheus;
 pub mod real;
+pub mod toxiproxy;
 
 use std::borrow::BorrowMut;
 use std::future::Future;
@@ -34,6 +35,20 @@ pub fn kubeconfig_path() -> PathBuf {
              before `cargo test`."
         ),
     }
+}
+
+/// The API server's address (host:port) in `kubeconfig`.
+pub fn api_server_address(kubeconfig: &Path) -> String {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let server = config.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .unwrap();
+    server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// A client for the local cluster with the admin identity.

@@ -116,6 +116,9 @@ write_module "$here/etcd" kubundle.dev/local-tools/etcd \
 write_module "$here/kwok" kubundle.dev/local-tools/kwok \
   $'\n'"	sigs.k8s.io/kwok $KWOK_VERSION" "" sigs.k8s.io/kwok/cmd/kwok
 
+write_module "$here/toxiproxy" kubundle.dev/local-tools/toxiproxy \
+  $'\n'"	github.com/Shopify/toxiproxy/v2 $TOXIPROXY_VERSION" "" github.com/Shopify/toxiproxy/v2/cmd/server
+
 helm_major=${HELM_VERSION%%.*}
 write_module "$here/helm" kubundle.dev/local-tools/helm \
   $'\n'"	helm.sh/helm/$helm_major $HELM_VERSION" "" "helm.sh/helm/$helm_major/cmd/helm"
