@@ -190,6 +190,57 @@ async fn orphans_are_adopted_without_a_rollout() {
     delete_namespace(&client, &ns).await;
 }
 
+/// After an orphaning delete, the AppBundle made again without a section it had (here its
+/// disruption budget) deletes the orphan of that section instead of leaving it behind, selecting
+/// its pods and blocking node drains with nobody to remove it. (Found by the chaos soak: before,
+/// only children controlled by the AppBundle were pruned, and the orphan stayed for good.)
+#[tokio::test]
+async fn an_orphan_the_new_spec_does_not_ask_for_is_deleted() {
+    let client = client().await;
+    let ns = create_namespace(&client, "orphan-stale").await;
+    let api = bundles(&client, &ns);
+    apply_yaml(
+        &ns,
+        &bundle_yaml(
+            "web",
+            "  replicas: 2\n  disruptionBudget: {maxUnavailable: 1}\n",
+        ),
+    );
+    wait_bundle(&api, "web", SECONDS_30, "Ready", is_ready).await;
+    let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client.clone(), &ns);
+    budgets.get("web").await.unwrap();
+    run_ok(kubectl(&[
+        "delete",
+        "appbundle",
+        "web",
+        "-n",
+        &ns,
+        "--cascade=orphan",
+        "--wait=true",
+    ]));
+    eventually(SECONDS_30, "the budget to lose its owner", || async {
+        let b = budgets.get("web").await.map_err(|e| e.to_string())?;
+        if b.owner_references().is_empty() {
+            Ok(())
+        } else {
+            Err("still owned".into())
+        }
+    })
+    .await;
+    apply_yaml(&ns, &bundle_yaml("web", "  replicas: 2\n"));
+    wait_bundle(&api, "web", SECONDS_30, "Ready again", is_ready).await;
+    eventually(SECONDS_30, "the orphaned budget to be deleted", || async {
+        match budgets.get_opt("web").await {
+            Ok(None) => Ok(()),
+            Ok(Some(b)) => Err(format!("still there, owners {:?}", b.owner_references())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    delete_namespace(&client, &ns).await;
+}
+
 /// A child that is being deleted (held by a finalizer) is waited for, not reported as a Stalled
 /// name conflict; once it is gone, kubundle creates it again. (Before: Ready stayed True with a
 /// Deployment on its way out.)

@@ -161,7 +161,7 @@ fn conflict_message(kind: &str, name: &str, meta: &kube::api::ObjectMeta) -> Str
 }
 
 /// kubundle made the object for an AppBundle of this name, and nothing controls it now.
-fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
+pub(super) fn is_orphan(meta: &kube::api::ObjectMeta, bundle_name: &str) -> bool {
     let uncontrolled = !meta
         .owner_references
         .iter()

@@ -5,7 +5,7 @@ use kube::Client;
 use kube::api::{DeleteParams, Preconditions};
 use tracing::info;
 
-use super::child::{Change, api, from_an_earlier_life};
+use super::child::{Change, api, from_an_earlier_life, is_orphan};
 use crate::metrics::Metrics;
 use crate::reconcile::observe::children_cache::ChildCache;
 use crate::render::{ChildKind, controlled_by, labels};
@@ -21,7 +21,9 @@ pub struct Stale {
 
 /// Whether an object seen in a child watch is a stale child of the AppBundle `bundle_name`
 /// (UID `owner_uid`): controlled by it, or by an earlier AppBundle of its name (deleted since),
-/// and labelled by kubundle for it (or for its canary).
+/// or by nothing (left by an orphaning delete: the AppBundle of its name made again takes over
+/// what its spec asks for, and what it does not ask for must not stay, a disruption budget
+/// blocking every drain), and labelled by kubundle for it (or for its canary).
 pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name: &str) -> bool {
     let label = |k: &str| {
         meta.labels
@@ -30,7 +32,9 @@ pub fn is_stale_child(meta: &kube::api::ObjectMeta, owner_uid: &str, bundle_name
             .map(String::as_str)
     };
     let canary = crate::render::canary::canary_name(bundle_name);
-    (controlled_by(meta, owner_uid) || from_an_earlier_life(meta, owner_uid, bundle_name))
+    (controlled_by(meta, owner_uid)
+        || from_an_earlier_life(meta, owner_uid, bundle_name)
+        || is_orphan(meta, bundle_name))
         && meta.deletion_timestamp.is_none()
         && label(labels::MANAGED_BY) == Some(labels::MANAGER)
         && (label(labels::INSTANCE) == Some(bundle_name)
