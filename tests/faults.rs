@@ -35,6 +35,19 @@ mod faults {
         )
     }
 
+    /// `n` AppBundles `b0`..`b{n-1}` of `image`, as one multi-document manifest.
+    fn many(n: usize, image: &str) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: b{i}}}\n\
+                     spec: {{image: '{image}', ports: [{{containerPort: 80}}]}}\n"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+
     fn deployment_image(d: &Deployment) -> String {
         container(d).image.clone().unwrap_or_default()
     }
@@ -359,17 +372,7 @@ mod faults {
         let client = client().await;
         let ns = create_namespace(&client, "fault-kill").await;
         let operator = start_operator().await;
-        let all = |image: &str| {
-            (0..N)
-                .map(|i| {
-                    format!(
-                        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: b{i}}}\n\
-                         spec: {{image: '{image}', ports: [{{containerPort: 80}}]}}\n"
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("---\n")
-        };
+        let all = |image: &str| many(N, image);
         let out = kubectl_stdin(
             &["apply", "--server-side", "-n", &ns, "-f", "-"],
             &all("nginx:1.27"),
@@ -529,17 +532,7 @@ mod faults {
                 .ok_or_else(|| "no holder".to_string())
         })
         .await;
-        let all = |image: &str| {
-            (0..N)
-                .map(|i| {
-                    format!(
-                        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: b{i}}}\n\
-                         spec: {{image: '{image}', ports: [{{containerPort: 80}}]}}\n"
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("---\n")
-        };
+        let all = |image: &str| many(N, image);
         let apply = |image: &str| {
             let out = kubectl_stdin(
                 &["apply", "--server-side", "-n", &ns, "-f", "-"],
