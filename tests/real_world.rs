@@ -24,19 +24,6 @@ fn bundles(client: &Client, ns: &str) -> Api<AppBundle> {
     Api::namespaced(client.clone(), ns)
 }
 
-/// An AppBundle with an image, one port and `extra` spec lines (which may replace the ports).
-fn bundle_yaml(name: &str, extra: &str) -> String {
-    let ports = if extra.starts_with("  ports:") || extra.contains("\n  ports:") {
-        ""
-    } else {
-        "  ports: [{name: http, containerPort: 80}]\n"
-    };
-    format!(
-        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {name}}}\n\
-         spec:\n  image: nginx:1.27\n{ports}{extra}"
-    )
-}
-
 /// Records the UID of every Deployment and Service named `name` that appears in `ns`, from a
 /// watch started now (so a re-created child cannot slip between two polls).
 fn record_uids(client: &Client, ns: &str, name: &str) -> Arc<Mutex<HashSet<String>>> {
@@ -784,133 +771,7 @@ async fn ready_waits_for_old_pods_to_terminate() {
 async fn hostile_bundles_are_stalled_with_the_servers_words_and_block_no_one() {
     let client = client().await;
     let ns = create_namespace(&client, "hostile").await;
-    // (spec lines, words of the API server's message)
-    let cases: &[(&str, &str)] = &[
-        (
-            "  resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}\n",
-            "must be less than or equal to cpu limit",
-        ),
-        (
-            "  resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}\n",
-            "must be less than or equal to memory limit",
-        ),
-        (
-            "  readinessProbe: {httpGet: {port: 0}}\n",
-            "must be between 1 and 65535",
-        ),
-        (
-            "  readinessProbe: {tcpSocket: {port: 0}}\n",
-            "must be between 1 and 65535",
-        ),
-        (
-            "  readinessProbe: {httpGet: {port: NOPE}}\n",
-            "readinessProbe.httpGet.port",
-        ),
-        (
-            "  readinessProbe: {httpGet: {port: 80}, tcpSocket: {port: 80}}\n",
-            "may not specify more than 1 handler type",
-        ),
-        (
-            "  readinessProbe: {httpGet: {port: 80}, periodSeconds: -1}\n",
-            "periodSeconds",
-        ),
-        (
-            "  livenessProbe: {httpGet: {port: 80}, successThreshold: 2}\n",
-            "must be 1",
-        ),
-        (
-            "  startupProbe: {httpGet: {port: 80}, successThreshold: 3}\n",
-            "must be 1",
-        ),
-        (
-            "  podTemplate: {serviceAccountName: Bad_Name}\n",
-            "serviceAccountName",
-        ),
-        (
-            "  podTemplate: {nodeSelector: {'bad key!': x}}\n",
-            "nodeSelector",
-        ),
-        (
-            "  podTemplate: {tolerations: [{key: a, operator: Sometimes}]}\n",
-            "operator",
-        ),
-        (
-            "  podTemplate: {affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: []}}}}\n",
-            "nodeSelectorTerms",
-        ),
-        (
-            "  podTemplate: {affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {}, topologyKey: ''}]}}}\n",
-            "topologyKey",
-        ),
-        (
-            "  podTemplate: {securityContext: {runAsUser: -1}}\n",
-            "runAsUser",
-        ),
-        (
-            "  podTemplate: {containerSecurityContext: {runAsGroup: -5}}\n",
-            "runAsGroup",
-        ),
-        (
-            "  podTemplate:\n    volumes: [{name: data, emptyDir: {}, hostPath: {path: /tmp}}]\n",
-            "may not specify more than 1 volume type",
-        ),
-        (
-            "  podTemplate:\n    volumes: [{name: data, emptyDir: {}}]\n    volumeMounts: [{name: data, mountPath: /d, subPath: /abs}]\n",
-            "subPath",
-        ),
-        (
-            "  podTemplate:\n    topologySpreadConstraints: [{maxSkew: 0, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]\n",
-            "maxSkew",
-        ),
-        (
-            "  podTemplate:\n    topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: Maybe}]\n",
-            "whenUnsatisfiable",
-        ),
-        (
-            "  podTemplate:\n    topologySpreadConstraints:\n    - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}\n    - {maxSkew: 2, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}\n",
-            "duplicate entries",
-        ),
-        (
-            "  env: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n",
-            "may not be specified when `value` is not empty",
-        ),
-        (
-            "  env: [{name: A, valueFrom: {fieldRef: {fieldPath: spec.nothing}}}]\n",
-            "fieldPath",
-        ),
-        (
-            "  envFrom: [{configMapRef: {name: 'Not_A_Name'}}]\n",
-            "configMapRef",
-        ),
-        (
-            "  podTemplate: {priorityClassName: no-such-priority}\n",
-            "no-such-priority",
-        ),
-        (
-            "  podTemplate: {terminationGracePeriodSeconds: 0, securityContext: {sysctls: [{name: 'not a sysctl', value: '1'}]}}\n",
-            "sysctls",
-        ),
-        (
-            "  service: {type: NodePort}\n  ports: [{containerPort: 80, nodePort: 80}]\n",
-            "provided port is not in the valid range",
-        ),
-        (
-            "  service: {type: LoadBalancer, loadBalancerSourceRanges: [not-a-cidr]}\n",
-            "must be a valid CIDR",
-        ),
-        (
-            "  service: {annotations: {'bad key!': x}}\n",
-            "metadata.annotations",
-        ),
-        (
-            "  podTemplate: {annotations: {'bad key!': x}}\n",
-            "annotations",
-        ),
-        (
-            "  podTemplate: {securityContext: {seccompProfile: {type: Localhost}}}\n",
-            "localhostProfile",
-        ),
-    ];
+    let cases = support::hostile::CASES;
     let mut all = cases
         .iter()
         .enumerate()
@@ -935,24 +796,12 @@ async fn hostile_bundles_are_stalled_with_the_servers_words_and_block_no_one() {
                 .saturating_sub(start.elapsed())
                 .max(Duration::from_secs(1)),
             &format!("{name} Stalled ({extra})"),
-            |b| {
-                b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
-                    && (condition_of(b, "Stalled").is_some_and(|c| c.0 == "True")
-                        || condition_of(b, "Ready").is_some_and(|c| c.1 == "PodCreationFailed"))
-            },
+            support::hostile::at_rest,
         )
         .await;
-        // Stalled, or (what can fix itself, like a PriorityClass created later) Ready=False
-        // with the reason pods cannot be created.
-        let (_, reason, message) = condition_of(&b, "Stalled")
-            .filter(|c| c.0 == "True")
-            .or_else(|| condition_of(&b, "Ready"))
-            .unwrap();
-        assert!(
-            message.contains(words),
-            "{name} ({extra}): {reason} without the server's words {words:?}: {message}"
-        );
-        assert_ne!(condition_of(&b, "Ready").unwrap().0, "True");
+        if let Some(wrong) = support::hostile::wrong(&b, extra, words) {
+            panic!("{wrong}");
+        }
     }
     eprintln!(
         "{} hostile AppBundles Stalled with the API server's words in {:?}",

@@ -202,3 +202,18 @@ fn check_made(
         }
     }
 }
+
+/// What is wrong in namespace `ns` of hostile AppBundles (support::hostile::CASES, named h0, h1,
+/// ...): each must be at rest with the API server's words, faults or not (empty: all are).
+pub async fn hostile(client: &Client, ns: &str) -> Vec<String> {
+    let api: Api<AppBundle> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for (i, (extra, words)) in crate::support::hostile::CASES.iter().enumerate() {
+        match api.get_opt(&format!("h{i}")).await {
+            Ok(Some(b)) => out.extend(crate::support::hostile::wrong(&b, extra, words)),
+            Ok(None) => out.push(format!("{ns}/h{i} is gone")),
+            Err(e) => out.push(format!("{ns}/h{i}: cannot read: {e}")),
+        }
+    }
+    out
+}

@@ -1,8 +1,10 @@
 //! The chaos soak: AppBundles of every kind of spec receive a steady stream of random valid
 //! changes (every section of the spec, deletions and re-creations in each propagation mode, orphan
 //! deletes with re-adoption, ConfigMap changes) while faults of every class are injected from a
-//! seeded schedule (faults.rs). When both stop, the invariant checker (check.rs) proves from the
-//! API server's own state that nothing was lost or left behind, that every status is true, that
+//! seeded schedule (faults.rs), beside the hostile AppBundles of support/hostile.rs. When both
+//! stop, the invariant checker (check.rs) proves from the API server's own state that nothing was
+//! lost or left behind, that every status is true (each hostile AppBundle still Stalled with the
+//! API server's words), that
 //! no one else's object was written, that the operator then writes nothing for a quiet minute,
 //! and, from the API server's audit log, that no two replicas ever wrote as leader in the same
 //! second.
@@ -89,8 +91,55 @@ fn random_seed() -> u64 {
     Rng::new(t.as_nanos() as u64 ^ u64::from(std::process::id())).next() % 1_000_000_000
 }
 
-/// A change waiting to reach its Deployment: when it was made, and whether a fault was on.
-type Pending = Arc<Mutex<HashMap<(String, String, u64), (Instant, bool)>>>;
+/// A change waiting to reach its Deployment: when it was made, and how near a fault.
+type Pending = Arc<Mutex<HashMap<(String, String, u64), (Instant, Near)>>>;
+
+/// How near a fault a change was made: during one, or how long after the last one ended.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Near {
+    During,
+    Within10s,
+    Within30s,
+    Later,
+}
+
+impl Near {
+    const ALL: [Near; 4] = [Near::During, Near::Within10s, Near::Within30s, Near::Later];
+
+    fn label(self) -> &'static str {
+        match self {
+            Near::During => "during a fault",
+            Near::Within10s => "0-10 s after one",
+            Near::Within30s => "10-30 s after one",
+            Near::Later => "30 s or more after one",
+        }
+    }
+}
+
+/// Where the fault schedule is: whether a fault is on, and when the last one ended.
+#[derive(Default)]
+struct FaultClock {
+    on: AtomicBool,
+    /// Milliseconds since the soak began when the last fault ended (0: none yet).
+    ended_ms: AtomicU64,
+}
+
+impl FaultClock {
+    fn near(&self, began: Instant) -> Near {
+        if self.on.load(Ordering::Relaxed) {
+            return Near::During;
+        }
+        let ended = self.ended_ms.load(Ordering::Relaxed);
+        if ended == 0 {
+            return Near::Later;
+        }
+        match (began.elapsed().as_millis() as u64).saturating_sub(ended) {
+            0..10_000 => Near::Within10s,
+            10_000..30_000 => Near::Within30s,
+            _ => Near::Later,
+        }
+    }
+}
 
 /// What the soak measured.
 #[derive(Default)]
@@ -100,8 +149,8 @@ struct Tally {
     recreated: AtomicU64,
     orphaned: AtomicU64,
     config_changes: AtomicU64,
-    /// Apply latency (change -> Deployment updated), in and out of faults.
-    latency: Mutex<(Vec<Duration>, Vec<Duration>)>,
+    /// Apply latency (change -> Deployment updated), by how near a fault the change was.
+    latency: Mutex<BTreeMap<Near, Vec<Duration>>>,
 }
 
 fn percentile(values: &mut [Duration], p: f64) -> Option<Duration> {
@@ -128,6 +177,9 @@ async fn chaos_soak() {
     );
     let client = client().await;
     let lease_ns = create_namespace(&client, "soak-lease").await;
+    // Hostile AppBundles beside the good ones: each must come to rest Stalled (with the API
+    // server's words) and stay so through every fault, and none may hold up a good one.
+    let hostile_ns = create_namespace(&client, "soak-hostile").await;
     let mut namespaces = Vec::new();
     for _ in 0..4 {
         namespaces.push(create_namespace(&client, "soak").await);
@@ -209,11 +261,22 @@ async fn chaos_soak() {
             "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {TAKEN}}}\nspec: {{image: nginx, ports: [{{containerPort: 80}}]}}\n"
         ),
     );
+    let hostile: Vec<String> = support::hostile::CASES
+        .iter()
+        .enumerate()
+        .map(|(i, (extra, _))| bundle_yaml(&format!("h{i}"), extra))
+        .collect();
+    apply_yaml(&hostile_ns, &hostile.join("---\n"));
+    let violations = || async {
+        let mut v = check::violations(&client, &namespaces, &foreign).await;
+        v.extend(check::hostile(&client, &hostile_ns).await);
+        v
+    };
     let converged = eventually(
         Duration::from_secs(300),
-        "every AppBundle Ready at the start",
+        "every AppBundle Ready (and every hostile one Stalled) at the start",
         || async {
-            let v = check::violations(&client, &namespaces, &foreign).await;
+            let v = violations().await;
             if v.is_empty() {
                 Ok(began.elapsed())
             } else {
@@ -223,8 +286,10 @@ async fn chaos_soak() {
     )
     .await;
     eprintln!(
-        "soak: {} AppBundles Ready {converged:?} after the start",
-        s.bundles
+        "soak: {} AppBundles Ready, and {} hostile ones Stalled beside them, {converged:?} after \
+         the start",
+        s.bundles,
+        hostile.len()
     );
 
     // Every change's latency: from the change to its Deployment holding its number.
@@ -256,13 +321,9 @@ async fn chaos_soak() {
                     .and_then(|v| v.parse::<u64>().ok());
                 let Some(change) = change else { continue };
                 let key = (ns, d.name_any(), change);
-                if let Some((at, faulty)) = pending.lock().unwrap().remove(&key) {
+                if let Some((at, near)) = pending.lock().unwrap().remove(&key) {
                     let mut l = tally.latency.lock().unwrap();
-                    if faulty {
-                        l.0.push(at.elapsed())
-                    } else {
-                        l.1.push(at.elapsed())
-                    }
+                    l.entry(near).or_default().push(at.elapsed());
                 }
             }
         })
@@ -271,7 +332,7 @@ async fn chaos_soak() {
     // The change stream.
     let stop = Arc::new(AtomicBool::new(false));
     let burst = Arc::new(AtomicBool::new(false));
-    let faulty = Arc::new(AtomicBool::new(false));
+    let faulty = Arc::new(FaultClock::default());
     let models = Arc::new(tokio::sync::Mutex::new(models));
     let busy: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
     let changes = {
@@ -319,10 +380,10 @@ async fn chaos_soak() {
                         (busy.clone(), tally.clone(), pending.clone(), faulty.clone());
                     tasks.push(tokio::spawn(async move {
                         recreate(&api, &name, policy, manifest, &tally).await;
-                        pending.lock().unwrap().insert(
-                            (ns, name, number),
-                            (Instant::now(), faulty.load(Ordering::Relaxed)),
-                        );
+                        pending
+                            .lock()
+                            .unwrap()
+                            .insert((ns, name, number), (Instant::now(), faulty.near(began)));
                         busy.lock().unwrap().remove(&key);
                     }));
                     continue;
@@ -351,10 +412,10 @@ async fn chaos_soak() {
                     Ok(_) => {
                         *m = next;
                         tally.changes.fetch_add(1, Ordering::Relaxed);
-                        pending.lock().unwrap().insert(
-                            (ns, name, number),
-                            (Instant::now(), faulty.load(Ordering::Relaxed)),
-                        );
+                        pending
+                            .lock()
+                            .unwrap()
+                            .insert((ns, name, number), (Instant::now(), faulty.near(began)));
                     }
                     Err(kube::Error::Api(e)) if e.code == 422 => {
                         panic!(
@@ -383,14 +444,25 @@ async fn chaos_soak() {
         proxy: &proxy,
         burst: burst.clone(),
     };
+    // The pause between faults: 2-4 s in the short form; in a longer one, spread so that the
+    // faults asked for fill the duration (with quiet stretches, whose latency is reported apart).
+    let per_fault = s.seconds / s.faults.max(1) as u64;
+    let gap = if per_fault <= 15 {
+        3
+    } else {
+        2 * per_fault - 12
+    };
     let schedule_start = Instant::now();
     while injected.len() < s.faults || schedule_start.elapsed() < Duration::from_secs(s.seconds) {
-        tokio::time::sleep(Duration::from_secs(2 + fault_rng.below(3))).await;
+        tokio::time::sleep(Duration::from_secs(2 + fault_rng.below(gap))).await;
         let fault = faults::next_fault(&mut fault_rng, &mut round);
         let at = began.elapsed();
-        faulty.store(true, Ordering::Relaxed);
+        faulty.on.store(true, Ordering::Relaxed);
         let note = faults::inject(fault, &targets).await;
-        faulty.store(false, Ordering::Relaxed);
+        faulty
+            .ended_ms
+            .store(began.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+        faulty.on.store(false, Ordering::Relaxed);
         eprintln!("soak: fault {} at {at:?}: {note}", fault.name());
         injected.push((fault, at, began.elapsed() - at, note));
     }
@@ -401,7 +473,7 @@ async fn chaos_soak() {
     // Convergence, then the invariants.
     let mut last;
     let converged_after = loop {
-        last = check::violations(&client, &namespaces, &foreign).await;
+        last = violations().await;
         if last.is_empty() {
             break Some(last_fault_end.elapsed());
         }
@@ -411,23 +483,35 @@ async fn chaos_soak() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let report = |tally: &Tally| {
-        let l = tally.latency.lock().unwrap();
-        let (mut in_f, mut out_f) = (l.0.clone(), l.1.clone());
+        let mut l = tally.latency.lock().unwrap();
+        let mut latency = Vec::new();
+        for near in Near::ALL {
+            let v = l.entry(near).or_default();
+            latency.push(format!(
+                "{} p50 {:?} p99 {:?} (n={})",
+                near.label(),
+                percentile(v, 0.5),
+                percentile(v, 0.99),
+                v.len()
+            ));
+        }
+        let mut outside: Vec<Duration> = Near::ALL[1..]
+            .iter()
+            .flat_map(|n| l[n].iter().copied())
+            .collect();
         format!(
             "changes applied {} (refused by a fault {}), deleted and re-created {} (orphaning {}), \
-             ConfigMap changes {}; apply latency during faults p50 {:?} p99 {:?} (n={}), outside \
-             faults p50 {:?} p99 {:?} (n={}); changes never seen applied {}",
+             ConfigMap changes {}; apply latency {}; outside faults p50 {:?} p99 {:?} (n={}); \
+             changes never seen applied {}",
             tally.changes.load(Ordering::Relaxed),
             tally.change_errors.load(Ordering::Relaxed),
             tally.recreated.load(Ordering::Relaxed),
             tally.orphaned.load(Ordering::Relaxed),
             tally.config_changes.load(Ordering::Relaxed),
-            percentile(&mut in_f, 0.5),
-            percentile(&mut in_f, 0.99),
-            in_f.len(),
-            percentile(&mut out_f, 0.5),
-            percentile(&mut out_f, 0.99),
-            out_f.len(),
+            latency.join(", "),
+            percentile(&mut outside, 0.5),
+            percentile(&mut outside, 0.99),
+            outside.len(),
             pending.lock().unwrap().len(),
         )
     };
@@ -482,6 +566,40 @@ async fn chaos_soak() {
             mib(last.3)
         );
     }
+    // Growth: for each process that lived past its first 10 minutes, RSS then and after.
+    for (pid, samples) in &lives {
+        let mib = |k: u64| k as f64 / 1024.0;
+        let born = samples[0].0;
+        let Some(at_10) = samples.iter().find(|s| s.0 >= born + 600) else {
+            continue;
+        };
+        let later_peak = samples.iter().filter(|s| s.0 >= at_10.0).map(|s| s.3).max();
+        let last = samples[samples.len() - 1];
+        eprintln!(
+            "soak: RSS growth of {} pid {pid} after its first 10 minutes: {:.1} MiB at {} s, \
+             peak after {:.1}, last {:.1} at {} s",
+            at_10.1,
+            mib(at_10.3),
+            at_10.0,
+            mib(later_peak.unwrap_or(0)),
+            mib(last.3),
+            last.0
+        );
+    }
+    // And over the soak: the largest RSS of any replica in each 5 minutes.
+    let mut by_window: BTreeMap<u64, u64> = BTreeMap::new();
+    for sample in &rss {
+        let w = by_window.entry(sample.0 / 300).or_default();
+        *w = (*w).max(sample.3);
+    }
+    let series: Vec<String> = by_window
+        .iter()
+        .map(|(w, k)| format!("{}-{} min {:.1}", w * 5, w * 5 + 5, *k as f64 / 1024.0))
+        .collect();
+    eprintln!(
+        "soak: largest RSS (MiB) by 5 minutes: {}",
+        series.join(", ")
+    );
     assert!(
         quiet.is_empty(),
         "writes in the quiet minute after convergence ({replay}):\n{}",
@@ -512,7 +630,7 @@ async fn chaos_soak() {
     replicas.stop().await;
     supervisor.abort();
     latency_watch.abort();
-    for ns in namespaces.iter().chain([&lease_ns]) {
+    for ns in namespaces.iter().chain([&lease_ns, &hostile_ns]) {
         delete_namespace(&client, ns).await;
     }
 }

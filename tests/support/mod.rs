@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod audit;
+pub mod hostile;
 pub mod prometheus;
 pub mod real;
 pub mod toxiproxy;
@@ -173,6 +174,19 @@ pub fn apply_yaml(namespace: &str, yaml: &str) {
         "kubectl apply failed: {}\n{yaml}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An AppBundle with an image, one port and `extra` spec lines (which may replace the ports).
+pub fn bundle_yaml(name: &str, extra: &str) -> String {
+    let ports = if extra.starts_with("  ports:") || extra.contains("\n  ports:") {
+        ""
+    } else {
+        "  ports: [{name: http, containerPort: 80}]\n"
+    };
+    format!(
+        "apiVersion: kubundle.dev/v1alpha1\nkind: AppBundle\nmetadata: {{name: {name}}}\n\
+         spec:\n  image: nginx:1.27\n{ports}{extra}"
+    )
 }
 
 /// The condition `type_` of an AppBundle's status as (status, reason, message), if present.
