@@ -30,4 +30,5 @@ pub mod plugin;
 pub mod reconcile;
 pub mod render;
 pub mod rollout;
+pub mod startup;
 pub mod status;

@@ -16,7 +16,8 @@ use kubundle::client::operator_client;
 use kubundle::endpoints::{HttpState, router};
 use kubundle::leader::{Elector, Fence, Timing};
 use kubundle::metrics::Metrics;
-use kubundle::reconcile::{Context, Settings, check_crd, controller};
+use kubundle::reconcile::{Context, Settings, controller};
+use kubundle::startup;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -118,10 +119,43 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(message) = check_crd(&client, args.namespace.as_deref()).await {
-        error!("{message}");
-        return ExitCode::FAILURE;
-    }
+    // The endpoints are served from now on: while kubundle waits for the API server (startup.rs),
+    // /healthz says it is alive and /readyz says what it waits for.
+    let listener = match std::net::TcpListener::bind(args.listen_address)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!(address = %args.listen_address, error = %e, "cannot listen for the HTTP endpoints");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+          namespace = args.namespace.as_deref().unwrap_or("(all)"),
+          leader_elect = args.leader_elect, "kubundle starting");
+    let waiting = startup::Waiting::default();
+    let early = match startup::EarlyEndpoints::serve(&listener, metrics.clone(), waiting.clone()) {
+        Ok(early) => early,
+        Err(e) => {
+            error!(error = %e, "cannot serve the HTTP endpoints");
+            return ExitCode::FAILURE;
+        }
+    };
+    let found = tokio::select! {
+        found = startup::wait_for_api(&client, args.namespace.as_deref(), &waiting) => found,
+        _ = shutdown_signal() => {
+            info!("kubundle stopped while waiting for the API server");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(message) => {
+            error!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    early.stop().await;
 
     let instance = std::env::var("POD_NAME")
         .ok()
@@ -132,7 +166,7 @@ async fn main() -> ExitCode {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         cluster_domain: args.cluster_domain.clone(),
-        gateway_api: kubundle::reconcile::gateway_api_served(&client).await,
+        gateway_api: found.gateway_api,
         follow_secrets: args.follow_secrets,
     };
     info!(
@@ -163,16 +197,13 @@ async fn main() -> ExitCode {
 
     // A standby replica is ready (healthy and waiting); the leader once its cache is synced.
     let standby = Arc::new(AtomicBool::new(args.leader_elect));
-    let listener = match tokio::net::TcpListener::bind(args.listen_address).await {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            error!(address = %args.listen_address, error = %e, "cannot listen for the HTTP endpoints");
+            error!(error = %e, "cannot serve the HTTP endpoints");
             return ExitCode::FAILURE;
         }
     };
-    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-          namespace = args.namespace.as_deref().unwrap_or("(all)"),
-          leader_elect = args.leader_elect, "kubundle starting");
     let app = router(HttpState {
         metrics: metrics.clone(),
         store: handles.store,

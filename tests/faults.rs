@@ -267,6 +267,80 @@ mod faults {
         out
     }
 
+    /// An operator started while the API server is down (kubundle rescheduled during a
+    /// control-plane upgrade, or a whole cluster booting) waits for it: it stays up, /healthz
+    /// answers ok and /readyz 503 saying what it waits for, and once the API server is back it
+    /// turns ready and reconciles. (Before: it exited at once with "cannot list AppBundles", and
+    /// under a kubelet its restarts back off to minutes: CrashLoopBackOff.)
+    #[tokio::test]
+    async fn an_operator_started_while_the_api_server_is_down_waits_for_it() {
+        let client = client().await;
+        let ns = create_namespace(&client, "fault-start").await;
+        apply_yaml(&ns, &bundle("web", "nginx:1.27"));
+        let restart = tokio::task::spawn_blocking(|| {
+            run_ok(cluster_sh().args(["restart", "kube-apiserver", "--down", "30"]))
+        });
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        eventually(
+            Duration::from_secs(30),
+            "the API server to be down",
+            || async {
+                match namespaces.get(&ns).await {
+                    Err(_) => Ok(()),
+                    Ok(_) => Err("still answering".to_string()),
+                }
+            },
+        )
+        .await;
+        let mut operator =
+            Operator::try_start(&["--log-format=json".to_string()], &[], &kubeconfig_path())
+                .await
+                .unwrap_or_else(|e| panic!("started while the API server was down: {e}"));
+        let (mut healthz, mut readyz) = (Vec::new(), Vec::new());
+        while !restart.is_finished() {
+            if let Some(status) = operator.child.try_wait().unwrap() {
+                panic!("the operator exited ({status}) while the API server was down");
+            }
+            healthz.push(http_status(&format!("{}/healthz", operator.url)).await);
+            readyz.push(http_get(&format!("{}/readyz", operator.url)).await);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        restart.await.unwrap();
+        let back = Instant::now();
+        assert!(
+            healthz.len() > 10 && healthz.iter().all(|s| *s == Some(200)),
+            "/healthz while the API server was down: {healthz:?}"
+        );
+        // (The last samples may be from after the API server came back.)
+        let waiting = &readyz[..readyz.len() / 2];
+        assert!(
+            waiting.iter().all(
+                |r| matches!(r, Ok((503, body)) if body.contains("waiting for the API server"))
+            ),
+            "/readyz while the API server was down: {waiting:?}"
+        );
+        eventually(Duration::from_secs(30), "/readyz to say ready", || async {
+            match http_status(&format!("{}/readyz", operator.url)).await {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let ready_after = back.elapsed();
+        let client = crate::support::client().await;
+        let api: Api<AppBundle> = Api::namespaced(client.clone(), &ns);
+        // Ready follows the controller manager, which recovers at its own pace after an outage.
+        wait_bundle(&api, "web", Duration::from_secs(180), "Ready", is_ready).await;
+        eprintln!(
+            "started during a 30 s API server outage: up throughout ({} samples), /readyz 200 \
+             {ready_after:?} after the API server was back, the AppBundle Ready {:?} after",
+            healthz.len(),
+            back.elapsed()
+        );
+        assert!(operator.child.try_wait().unwrap().is_none());
+        delete_namespace(&client, &ns).await;
+    }
+
     /// The API server stopped for 60 s (a control-plane upgrade): /readyz goes false and back,
     /// and a change and a drift made after recovery are handled within 10 s. (Before: 156 s and
     /// 327 s, with /readyz saying 200 throughout.)

@@ -39,16 +39,18 @@ pub struct Settings {
 /// Whether the cluster serves gateway.networking.k8s.io/v1 HTTPRoutes. Checked once at startup:
 /// HTTPRoutes are watched only where they exist (a watch of a missing resource would fail
 /// forever and keep /readyz false), so installing the Gateway API later needs a restart of kubundle.
-pub async fn gateway_api_served(client: &Client) -> bool {
+pub async fn gateway_api_served(client: &Client) -> Result<bool, kube::Error> {
     match client
         .list_api_group_resources("gateway.networking.k8s.io/v1")
         .await
     {
-        Ok(list) => list.resources.iter().any(|r| r.name == "httproutes"),
-        Err(e) => {
-            debug!(error = %e, "no Gateway API in this cluster");
-            false
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "httproutes")),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            debug!("no Gateway API in this cluster");
+            Ok(false)
         }
+        // Not an answer (the API server restarting, say): the caller asks again.
+        Err(e) => Err(e),
     }
 }
 

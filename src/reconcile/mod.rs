@@ -61,20 +61,30 @@ where
     }
 }
 
+/// Why the AppBundles could not be listed at start-up.
+#[derive(Debug)]
+pub enum CrdCheck {
+    /// The CRD is not installed: only a person can change that (the message says how).
+    NotInstalled(String),
+    /// No answer, or not yet the right one: the API server unreachable or restarting, its
+    /// authorizer still warming up after a restart (401/403 for a few seconds), throttling.
+    Unanswered(String),
+}
+
 /// Checks that the AppBundle CRD is installed (and readable), with a message saying what to do.
 pub async fn check_crd(
     client: &Client,
     namespace: Option<&str>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), CrdCheck> {
     let api: Api<CachedBundle> = api_for(client, namespace);
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Err(format!(
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(CrdCheck::NotInstalled(format!(
             "the AppBundle CustomResourceDefinition (appbundles.{}) is not installed in this cluster: \
              install it with `kubectl apply --server-side -f crds/` (or the Helm chart) and start kubundle again",
             crate::api::GROUP
-        )),
-        Err(e) => Err(format!("cannot list AppBundles: {e}")),
+        ))),
+        Err(e) => Err(CrdCheck::Unanswered(format!("cannot list AppBundles: {e}"))),
     }
 }
 
