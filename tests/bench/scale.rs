@@ -25,6 +25,8 @@ use kubundle::api::{AppBundle, find_condition};
 use kubundle::render;
 use serde::Serialize;
 
+mod latency;
+
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks kubundle against a direct-apply floor on the local control plane")]
 struct Args {
@@ -61,6 +63,16 @@ struct Args {
     /// restart and the image update. For quick comparisons while working on the operator.
     #[arg(long)]
     convergence_only: bool,
+    /// Tries of the latency a person sees (one AppBundle → Ready against one Deployment →
+    /// Available, idle and during a burst; latency.rs), after the sizes; 0: not measured.
+    #[arg(long, default_value_t = 0)]
+    latency_tries: usize,
+    /// Measure the latency only (no sizes).
+    #[arg(long)]
+    latency_only: bool,
+    /// The burst of new AppBundles the busy latency tries are made during.
+    #[arg(long, default_value_t = 1000)]
+    latency_burst: usize,
     /// The local cluster's state directory (its pids/ give the control plane's CPU time).
     #[arg(long, env = "KUBUNDLE_CLUSTER_DIR", default_value = ".cluster")]
     cluster_dir: PathBuf,
@@ -75,6 +87,22 @@ struct Result {
     /// Floor: seconds until all 2N children were applied, and until all N Deployments were Available.
     floor_children_s: f64,
     floor_available_s: f64,
+    /// Floor with the custom resource: seconds until all N AppBundles had their one status
+    /// write (Ready, after their Deployment was Available), the control plane's CPU and every
+    /// request served until then (see `floor_cr`).
+    #[serde(default)]
+    floor_cr_ready_s: f64,
+    #[serde(default)]
+    floor_cr_control_plane_cpu_s: BTreeMap<String, f64>,
+    #[serde(default)]
+    floor_cr_cluster_requests_per_bundle: BTreeMap<String, f64>,
+    /// kubundle's Ready over the floor-with-CR's Ready.
+    #[serde(default)]
+    ratio_ready_cr: f64,
+    /// Floor of the image update: seconds from applying the new image to the floor-with-CR's N
+    /// Deployments directly until all had rolled out and their AppBundles' status said so.
+    #[serde(default)]
+    floor_cr_image_update_s: f64,
     /// kubundle: seconds from creating N AppBundles until all 2N children exist, and until all N are Ready.
     kubundle_children_s: f64,
     kubundle_ready_s: f64,
@@ -571,6 +599,182 @@ struct Floor {
     requests: BTreeMap<String, f64>,
 }
 
+/// The floor that includes the custom resource: what any operator of an AppBundle-like resource
+/// must cost at the least, with no operator running. A minimal client creates the N AppBundles
+/// (the real CRD, its schema and CEL rules), server-side-applies each one's two children (owned by
+/// it), and writes one status per AppBundle (Ready, from a watch on the Deployments) when its
+/// Deployment turns Available. Unless `--convergence-only`, it then applies a new image to the N
+/// Deployments directly and writes each status again once rolled out: the image update's floor.
+async fn floor_cr(client: &Client, n: usize, args: &Args, result: &mut Result) {
+    let names = namespaces("floorcr", n, args.namespaces);
+    create_namespaces(client, &names).await;
+    let cpu_before = control_plane_cpu(&args.cluster_dir);
+    let requests_before = apiserver_requests(client).await;
+    let t0 = Instant::now();
+    let ready = floor_cr_status_writer(client, &names, n, t0, "nginx:1.27", args.concurrency);
+    let params = PatchParams::apply("bench-floor-cr").force();
+    stream::iter(0..n)
+        .map(|i| {
+            let (client, params) = (client.clone(), params.clone());
+            let ns = names[i % names.len()].clone();
+            async move {
+                let name = format!("app-{i}");
+                let b = Api::<AppBundle>::namespaced(client.clone(), &ns)
+                    .create(&PostParams::default(), &bundle(&name, &ns, "nginx:1.27"))
+                    .await
+                    .unwrap();
+                let d = render::deployment(&b).unwrap();
+                let s = render::service(&b).unwrap();
+                Api::<Deployment>::namespaced(client.clone(), &ns)
+                    .patch(&name, &params, &Patch::Apply(&d))
+                    .await
+                    .unwrap();
+                Api::<Service>::namespaced(client, &ns)
+                    .patch(&name, &params, &Patch::Apply(&s))
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<()>()
+        .await;
+    result.floor_cr_ready_s = ready.await.unwrap();
+    result.floor_cr_control_plane_cpu_s =
+        cpu_delta(&cpu_before, &control_plane_cpu(&args.cluster_dir));
+    result.floor_cr_cluster_requests_per_bundle =
+        requests_per_bundle(&requests_before, &apiserver_requests(client).await, n);
+    log(format!(
+        "floor with the CR N={n}: all Ready after {:.1} s, control plane CPU {:.1} s",
+        result.floor_cr_ready_s, result.floor_cr_control_plane_cpu_s["total"]
+    ));
+    if !args.convergence_only {
+        let t0 = Instant::now();
+        let updated = floor_cr_status_writer(client, &names, n, t0, "nginx:1.28", args.concurrency);
+        stream::iter(0..n)
+            .map(|i| {
+                let (client, params) = (client.clone(), params.clone());
+                let ns = names[i % names.len()].clone();
+                async move {
+                    let name = format!("app-{i}");
+                    let api = Api::<AppBundle>::namespaced(client.clone(), &ns);
+                    let mut b = api.get(&name).await.unwrap();
+                    b.spec.image = "nginx:1.28".into();
+                    let d = render::deployment(&b).unwrap();
+                    Api::<Deployment>::namespaced(client, &ns)
+                        .patch(&name, &params, &Patch::Apply(&d))
+                        .await
+                        .unwrap();
+                }
+            })
+            .buffer_unordered(args.concurrency)
+            .collect::<()>()
+            .await;
+        result.floor_cr_image_update_s = updated.await.unwrap();
+        log(format!(
+            "floor with the CR N={n}: image updated, all rolled out after {:.1} s",
+            result.floor_cr_image_update_s
+        ));
+    }
+    delete_namespaces(client, &names).await;
+}
+
+/// The floor-with-CR's status writer: watches the Deployments in `names` and, the first time each
+/// is rolled out on `image` and Available, writes its AppBundle's status once (server-side
+/// apply, as kubundle does). Returns the seconds since `t0` when all `n` were written.
+fn floor_cr_status_writer(
+    client: &Client,
+    names: &[String],
+    n: usize,
+    t0: Instant,
+    image: &'static str,
+    concurrency: usize,
+) -> tokio::task::JoinHandle<f64> {
+    let client = client.clone();
+    let names: std::collections::HashSet<String> = names.iter().cloned().collect();
+    tokio::spawn(async move {
+        let rolled_out = |d: &Deployment| {
+            let s = d.status.clone().unwrap_or_default();
+            let on_image = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.as_deref())
+                == Some(image);
+            on_image
+                && s.observed_generation == d.metadata.generation
+                && s.updated_replicas == Some(1)
+                && s.available_replicas == Some(1)
+                && s.replicas == Some(1)
+        };
+        let (tx, rx) = futures::channel::mpsc::unbounded::<(String, String)>();
+        let writer = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let params = PatchParams::apply("bench-floor-cr").force();
+                rx.take(n)
+                    .for_each_concurrent(concurrency, |(ns, name)| {
+                        let (client, params) = (client.clone(), params.clone());
+                        async move {
+                            let api = Api::<AppBundle>::namespaced(client, &ns);
+                            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                            let status = serde_json::json!({
+                                "apiVersion": "kubundle.dev/v1alpha1", "kind": "AppBundle",
+                                "status": {
+                                    "observedGeneration": 1,
+                                    "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                                    "availableReplicas": 1, "image": image,
+                                    "replicaSummary": "1/1",
+                                    "selector": format!("app.kubernetes.io/instance={name},\
+                                        app.kubernetes.io/managed-by=kubundle,\
+                                        app.kubernetes.io/name={name}"),
+                                    "address": {"type": "ClusterIP",
+                                        "url": format!("http://{name}.{ns}.svc.cluster.local:80")},
+                                    "conditions": [
+                                        {"type": "Ready", "status": "True", "reason": "Available",
+                                         "message": format!("1 of 1 pods run {image} and are available"),
+                                         "observedGeneration": 1,
+                                         "lastTransitionTime": now},
+                                        {"type": "Reconciling", "status": "False", "reason": "Done",
+                                         "message": "", "observedGeneration": 1,
+                                         "lastTransitionTime": now},
+                                        {"type": "Stalled", "status": "False", "reason": "Done",
+                                         "message": "", "observedGeneration": 1,
+                                         "lastTransitionTime": now}]}});
+                            api.patch_status(&name, &params, &Patch::Apply(&status))
+                                .await
+                                .unwrap();
+                        }
+                    })
+                    .await;
+                t0.elapsed().as_secs_f64()
+            })
+        };
+        let mut sent: std::collections::HashSet<(String, String)> = Default::default();
+        let mut stream = watcher(
+            Api::<Deployment>::all(client),
+            watcher::Config::default().labels(&bench_selector()),
+        )
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+        while sent.len() < n {
+            let Some(d) = stream.try_next().await.unwrap() else {
+                panic!("watch ended")
+            };
+            let key = (d.namespace().unwrap_or_default(), d.name_any());
+            if names.contains(&key.0) && rolled_out(&d) && sent.insert(key.clone()) {
+                tx.unbounded_send(key).unwrap();
+            }
+        }
+        let t = writer.await.unwrap();
+        log(format!(
+            "floor with the CR: {n} statuses ({image}) written after {t:.1} s"
+        ));
+        t
+    })
+}
+
 async fn kubundle(client: &Client, n: usize, args: &Args, result: &mut Result) {
     let names = namespaces("bench", n, args.namespaces);
     create_namespaces(client, &names).await;
@@ -818,6 +1022,22 @@ fn print_table(results: &[Result]) {
     }
     for r in results {
         println!(
+            "N={}: floor with the CR Ready {:.1} s, kubundle Ready ÷ it {:.2}; control-plane CPU \
+             floor with the CR {:.1} s, kubundle {:.1} s; image update floor with the CR {:.1} s",
+            r.n,
+            r.floor_cr_ready_s,
+            r.ratio_ready_cr,
+            r.floor_cr_control_plane_cpu_s
+                .get("total")
+                .copied()
+                .unwrap_or(0.0),
+            r.kubundle_control_plane_cpu_s
+                .get("total")
+                .copied()
+                .unwrap_or(0.0),
+            r.floor_cr_image_update_s
+        );
+        println!(
             "N={}: requests per AppBundle (API server) {:?}; kubundle writes per AppBundle {:?}",
             r.n, r.requests_per_bundle, r.operator_writes_per_bundle
         );
@@ -915,6 +1135,45 @@ fn markdown(results: &[Result]) -> String {
         ));
     }
     out.push_str(
+        "\nAgainst the floor that includes the custom resource (AppBundles created, children applied, \
+         one status written per AppBundle; no operator):\n\n\
+         | N | floor with the CR: all Ready | kubundle Ready ÷ it | control-plane CPU, floor with the CR / kubundle (÷) | API requests per AppBundle, floor with the CR / kubundle | image update: floor with the CR / kubundle (÷) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let cp = |m: &BTreeMap<String, f64>| m.get("total").copied().unwrap_or(0.0);
+    for (n, rs) in &sizes {
+        let rs: Vec<&Result> = rs
+            .iter()
+            .copied()
+            .filter(|r| r.floor_cr_ready_s > 0.0)
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let update = if rs.iter().all(|r| r.floor_cr_image_update_s > 0.0) {
+            format!(
+                "{} s / {} s ({})",
+                range(&rs, 1, |r| r.floor_cr_image_update_s),
+                range(&rs, 1, |r| r.image_update_ready_s),
+                range(&rs, 2, |r| r.image_update_ready_s
+                    / r.floor_cr_image_update_s),
+            )
+        } else {
+            "not measured (--convergence-only)".into()
+        };
+        out.push_str(&format!(
+            "| {n} | {} s | {} | {} s / {} s ({}) | {} / {} | {update} |\n",
+            range(&rs, 1, |r| r.floor_cr_ready_s),
+            range(&rs, 2, |r| r.ratio_ready_cr),
+            range(&rs, 1, |r| cp(&r.floor_cr_control_plane_cpu_s)),
+            range(&rs, 1, |r| cp(&r.kubundle_control_plane_cpu_s)),
+            range(&rs, 2, |r| cp(&r.kubundle_control_plane_cpu_s)
+                / cp(&r.floor_cr_control_plane_cpu_s)),
+            range(&rs, 1, |r| sum(&r.floor_cr_cluster_requests_per_bundle)),
+            range(&rs, 1, |r| sum(&r.kubundle_cluster_requests_per_bundle)),
+        ));
+    }
+    out.push_str(
         "\n| N | API requests per AppBundle (all clients), floor / kubundle | kubundle's own requests per AppBundle (writes) | kubundle's own, by verb |\n\
          |---|---|---|---|\n",
     );
@@ -985,6 +1244,42 @@ fn markdown(results: &[Result]) -> String {
                 rs.iter()
                     .any(|r| d(r).abs() >= 0.1)
                     .then(|| format!("{key} {}", range(rs, 2, d)))
+            })
+            .collect();
+        out.push_str(&format!("- N = {n}: {}\n", diffs.join(", ")));
+    }
+    out.push_str("\nRequests per AppBundle, kubundle minus the floor with the CR (differences of at least 0.1):\n\n");
+    for (n, rs) in &sizes {
+        let rs: Vec<&Result> = rs
+            .iter()
+            .copied()
+            .filter(|r| r.floor_cr_ready_s > 0.0)
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let keys: std::collections::BTreeSet<&String> = rs
+            .iter()
+            .flat_map(|r| {
+                r.floor_cr_cluster_requests_per_bundle
+                    .keys()
+                    .chain(r.kubundle_cluster_requests_per_bundle.keys())
+            })
+            .collect();
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let d = |r: &Result| {
+                    r.kubundle_cluster_requests_per_bundle
+                        .get(key)
+                        .unwrap_or(&0.0)
+                        - r.floor_cr_cluster_requests_per_bundle
+                            .get(key)
+                            .unwrap_or(&0.0)
+                };
+                rs.iter()
+                    .any(|r| d(r).abs() >= 0.1)
+                    .then(|| format!("{key} {}", range(&rs, 2, d)))
             })
             .collect();
         out.push_str(&format!("- N = {n}: {}\n", diffs.join(", ")));
@@ -1196,7 +1491,8 @@ async fn main() {
         .await
         .expect("KUBECONFIG: run with the local cluster's env");
     let mut results = Vec::new();
-    for round in 0..args.repeats {
+    let rounds = if args.latency_only { 0 } else { args.repeats };
+    for round in 0..rounds {
         for &n in &args.sizes {
             log(format!(
                 "=== round {}/{}, N = {n}: floor (direct server-side apply of {} children, concurrency {})",
@@ -1216,6 +1512,13 @@ async fn main() {
                 ..Result::default()
             };
             log(format!(
+                "=== round {}/{}, N = {n}: floor with the custom resource (AppBundles created, \
+                 children applied, one status each)",
+                round + 1,
+                args.repeats
+            ));
+            floor_cr(&client, n, &args, &mut r).await;
+            log(format!(
                 "=== round {}/{}, N = {n}: kubundle (--concurrency {})",
                 round + 1,
                 args.repeats,
@@ -1224,6 +1527,7 @@ async fn main() {
             kubundle(&client, n, &args, &mut r).await;
             r.ratio_children = r.kubundle_children_s / r.floor_children_s;
             r.ratio_ready = r.kubundle_ready_s / r.floor_available_s;
+            r.ratio_ready_cr = r.kubundle_ready_s / r.floor_cr_ready_s;
             results.push(r);
             print_table(&results);
             std::fs::write(
@@ -1233,6 +1537,32 @@ async fn main() {
             .unwrap();
             write_markdown(&results, &args);
         }
+    }
+    if args.latency_tries > 0 {
+        let l = latency::measure(&client, &args, args.latency_tries, args.latency_burst).await;
+        std::fs::write(
+            args.out.join("latency.json"),
+            serde_json::to_string_pretty(&l).unwrap(),
+        )
+        .unwrap();
+        println!(
+            "latency (p50 / p99, seconds): idle: AppBundle Ready {:.3} / {:.3}, Deployment \
+             Available {:.3} / {:.3}; during a burst of {}: AppBundle Ready {:.3} / {:.3}, \
+             Deployment Available {:.3} / {:.3} ({} tries)",
+            l.idle.appbundle_ready.p50,
+            l.idle.appbundle_ready.p99,
+            l.idle.deployment_available.p50,
+            l.idle.deployment_available.p99,
+            l.burst,
+            l.busy.appbundle_ready.p50,
+            l.busy.appbundle_ready.p99,
+            l.busy.deployment_available.p50,
+            l.busy.deployment_available.p99,
+            l.busy.appbundle_ready.seconds.len()
+        );
+    }
+    if results.is_empty() {
+        return;
     }
     let png = args.out.join("bench.png");
     plot(&results, &png);
