@@ -278,7 +278,7 @@ mod faults {
         let ns = create_namespace(&client, "fault-start").await;
         apply_yaml(&ns, &bundle("web", "nginx:1.27"));
         let restart = tokio::task::spawn_blocking(|| {
-            run_ok(cluster_sh().args(["restart", "kube-apiserver", "--down", "30"]))
+            run_ok(cluster_sh().args(["restart", "kube-apiserver", "--down", "15"]))
         });
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         eventually(
@@ -332,7 +332,7 @@ mod faults {
         // Ready follows the controller manager, which recovers at its own pace after an outage.
         wait_bundle(&api, "web", Duration::from_secs(180), "Ready", is_ready).await;
         eprintln!(
-            "started during a 30 s API server outage: up throughout ({} samples), /readyz 200 \
+            "started during a 15 s API server outage: up throughout ({} samples), /readyz 200 \
              {ready_after:?} after the API server was back, the AppBundle Ready {:?} after",
             healthz.len(),
             back.elapsed()

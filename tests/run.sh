@@ -27,7 +27,12 @@ cluster=deploy/local/cluster.sh
 target_dir=${CARGO_TARGET_DIR:-target}
 start=$SECONDS
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds into the run) and how long the one before it took.
+last_step=$SECONDS
+step() {
+  printf '\n==> %s  [at %ds; previous step %ds]\n' "$*" "$((SECONDS - start))" "$((SECONDS - last_step))"
+  last_step=$SECONDS
+}
 
 frontend=deploy/examples/guestbook-frontend/Cargo.toml
 step "cargo fmt --check (the operator and the guestbook frontend)"
