@@ -48,6 +48,9 @@ use model::{CONFIG, Model, Rng};
 use replicas::Replicas;
 use support::*;
 
+/// About how long one fault lasts, on average over the classes (faults.rs), in seconds.
+const FAULT_SECONDS: u64 = 14;
+
 /// The fault schedule's default seed (the changes' seed is random unless given).
 const FIXED_SEED: u64 = 20_261_206;
 
@@ -445,12 +448,15 @@ async fn chaos_soak() {
         burst: burst.clone(),
     };
     // The pause between faults: 2-4 s in the short form; in a longer one, spread so that the
-    // faults asked for fill the duration (with quiet stretches, whose latency is reported apart).
+    // faults asked for fill the duration (a fault lasts about 14 s), with quiet stretches whose
+    // latency is reported apart.
     let per_fault = s.seconds / s.faults.max(1) as u64;
     let gap = if per_fault <= 15 {
         3
     } else {
-        2 * per_fault - 12
+        (2 * per_fault.saturating_sub(FAULT_SECONDS))
+            .saturating_sub(2)
+            .max(3)
     };
     let schedule_start = Instant::now();
     while injected.len() < s.faults || schedule_start.elapsed() < Duration::from_secs(s.seconds) {
