@@ -402,16 +402,28 @@ impl Operator {
     /// Starts the operator binary with `args` (any `--listen-address` in them is replaced by port
     /// 0 on loopback: the kernel picks a free port as the operator binds it, so nothing can take
     /// it in between), environment `env`, and `KUBECONFIG=kubeconfig`; reads the bound address
-    /// from its start-up log line (so `args` must keep the JSON log format) and waits until it
-    /// serves its HTTP endpoints.
+    /// from its start-up log line (so `args` must keep the JSON log format) and waits until it is
+    /// past its start-up: its `/readyz` no longer says "starting" (it serves its endpoints from
+    /// the first moment, while it waits for the API server: startup.rs).
     pub async fn start(args: &[String], env: &[(String, String)], kubeconfig: &Path) -> Operator {
-        Self::try_start(args, env, kubeconfig)
+        let operator = Self::try_start(args, env, kubeconfig)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let start = std::time::Instant::now();
+        loop {
+            match http_get(&format!("{}/readyz", operator.url)).await {
+                Ok((_, body)) if !body.starts_with("starting") => return operator,
+                other if start.elapsed() > Duration::from_secs(30) => {
+                    panic!("the operator was still starting after 30 s: /readyz {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
-    /// [`Operator::start`], saying why it could not start instead of panicking (an operator
-    /// started while the API server is down exits at once, for one).
+    /// Starts the operator and returns as soon as it serves its HTTP endpoints, which may still
+    /// say it waits for the API server; says why it could not start instead of panicking (an
+    /// operator whose CRD is not installed exits at once, for one).
     pub async fn try_start(
         args: &[String],
         env: &[(String, String)],
