@@ -6,8 +6,9 @@
 #   4. cargo test: unit tests and the end-to-end tests in tests/; then tests/isolated.rs (needs the
 #      cluster to itself) alone; then, with the operator stopped, tests/install.rs (the chart, the
 #      operator under the chart's identity, leader election between two replicas)
-#   5. tests/faults.rs alone: the API server and etcd stopped and restarted, the operator killed
-#      mid-rollout (each test starts the operator it observes)
+#   5. in the background from then on, on a second cluster of their own (tests/chaos.sh):
+#      tests/faults.rs (the API server and etcd stopped and restarted, the operator killed
+#      mid-rollout) and the chaos soak's short form; their log is printed at the end
 #   6. on the real node: the images built and pushed (deploy/local/images.sh), then tests/real_node.rs
 #      (the operator in-cluster from its image via the OCI chart, the guestbook answering, pod
 #      failures in status, the Gateway and Ingress), tests/canary.rs (canary releases through the
@@ -15,7 +16,8 @@
 #      real CPU use, Prometheus scraping the operator, promtool on the chart's alerts); then the
 #      previous release built from git history (deploy/local/previous-release.sh) and
 #      tests/upgrade.rs (helm upgrade from it: no pod rolled, no child written)
-#   7. stops the operator and brings the cluster down, whether the tests passed or not
+#   7. waits for tests/chaos.sh; stops the operator and brings the clusters down, whether the
+#      tests passed or not
 # The cluster must have its real node (KUBUNDLE_REAL_NODE=1 is the default here: `up` fails and says
 # why when the machine cannot have one). KUBUNDLE_REAL_NODE=0 runs everything else and says at the
 # end that the real-node tests did not run.
@@ -49,9 +51,24 @@ step "build"
 cargo build --locked --bins --tests
 
 operator_pid=
+chaos_pid=
+chaos_log=$target_dir/chaos.log
+# Waits for tests/chaos.sh, prints its log and returns its exit status.
+chaos_result() {
+  local rc=0
+  wait "$chaos_pid" || rc=$?
+  chaos_pid=
+  sed 's/^/[chaos] /' "$chaos_log"
+  return "$rc"
+}
 cleanup() {
   if [ -n "$operator_pid" ]; then
     kill -TERM "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
+  fi
+  if [ -n "$chaos_pid" ]; then
+    # Its process group: the script, its cargo test and the operators it started.
+    kill -TERM -- "-$chaos_pid" 2>/dev/null || true
+    chaos_result || true
   fi
   if [ "${KUBUNDLE_KEEP_CLUSTER:-0}" != 1 ]; then
     $cluster down
@@ -93,6 +110,12 @@ cargo test --locked --all-targets "$@" -- --skip isolated:: --skip install:: --s
 step "cargo test --test isolated (needs the cluster to itself: exact counts, steady state)"
 cargo test --locked --test isolated -- --test-threads=1
 
+step "in the background: tests/chaos.sh (faults and the soak, on a second cluster), log $chaos_log"
+# Those tests break their cluster on purpose and mostly wait (on restarts, on the soak's clock):
+# on a cluster of their own they overlap the steps below instead of following them.
+setsid tests/chaos.sh >"$chaos_log" 2>&1 &
+chaos_pid=$!
+
 step "stop the operator; cargo test --test install (chart, identities, leader election)"
 kill -TERM "$operator_pid" && wait "$operator_pid" || true
 operator_pid=
@@ -101,17 +124,9 @@ operator_pid=
 kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
 cargo test --locked --test install -- --test-threads=1 --nocapture
 
-step "cargo test --test faults (API server and etcd restarts, the operator killed mid-rollout)"
-kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
-cargo test --locked --test faults -- --test-threads=1 --nocapture
-
-step "cargo test --test soak (chaos soak: changes and faults of every class, then the invariants)"
-kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
-# Both seeds fixed here, so that a landing does not depend on a draw; tests/soak.sh draws the
-# changes' seed (and prints it).
-KUBUNDLE_SOAK_SEED=${KUBUNDLE_SOAK_SEED:-20261206:499334022} cargo test --locked --test soak -- --nocapture
-
 if [ "$KUBUNDLE_REAL_NODE" = 0 ]; then
+  step "waiting for tests/chaos.sh"
+  chaos_result
   step "all tests passed in $((SECONDS - start))s, EXCEPT tests/real_node.rs, tests/canary.rs, tests/real_metrics.rs and tests/upgrade.rs: NOT RUN (KUBUNDLE_REAL_NODE=0)"
   exit 0
 fi
@@ -130,4 +145,6 @@ kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null
 eval "$(deploy/local/previous-release.sh)"
 cargo test --locked --test upgrade -- --test-threads=1 --nocapture
 
+step "waiting for tests/chaos.sh"
+chaos_result
 step "all tests passed in $((SECONDS - start))s"
