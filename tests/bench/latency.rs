@@ -1,6 +1,7 @@
 //! The latency a person sees: one AppBundle applied until it is Ready, against one Deployment
-//! applied directly until it is Available, tried one after the other (so that both meet the
-//! same cluster), on an idle cluster and during a burst of N new AppBundles.
+//! applied directly until it is Available: on an idle cluster one after the other, and during a
+//! burst of N new AppBundles both at once (so that both meet the same moment of the burst), a
+//! try starting every second while the burst lasts.
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,8 @@ pub struct Tries {
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
 pub struct Latency {
     pub idle: Tries,
-    /// During a burst of `burst` new AppBundles (tries made until the burst was all Ready).
+    /// During a burst of `burst` new AppBundles (tries started every second until the burst was
+    /// all Ready, or `tries` of them).
     pub busy: Tries,
     pub burst: usize,
 }
@@ -89,7 +91,9 @@ where
 }
 
 /// One try of each, the AppBundle first; `i` names them.
-async fn one_try(client: &Client, ns: &str, i: usize) -> (f64, f64) {
+/// One try: AppBundle `one-I` created until Ready, and Deployment `direct-I` applied until
+/// Available; one after the other, or (`together`) both at once.
+async fn one_try(client: &Client, ns: &str, i: usize, together: bool) -> (f64, f64) {
     let name = format!("one-{i}");
     let bundles: Api<AppBundle> = Api::namespaced(client.clone(), ns);
     let b = bundle(&name, ns, "nginx:1.27");
@@ -100,8 +104,7 @@ async fn one_try(client: &Client, ns: &str, i: usize) -> (f64, f64) {
         async {
             bundles.create(&PostParams::default(), &b).await.unwrap();
         },
-    )
-    .await;
+    );
     let direct = format!("direct-{i}");
     let mut d = bundle(&direct, ns, "nginx:1.27");
     d.metadata.uid = Some(format!("00000000-0000-4000-9000-{i:012}"));
@@ -125,10 +128,17 @@ async fn one_try(client: &Client, ns: &str, i: usize) -> (f64, f64) {
                 .await
                 .unwrap();
         },
-    )
-    .await;
-    (ready, available)
+    );
+    if together {
+        tokio::join!(ready, available)
+    } else {
+        let ready = ready.await;
+        (ready, available.await)
+    }
 }
+
+/// How often a try starts during the burst.
+const BUSY_CADENCE: Duration = Duration::from_secs(1);
 
 /// `tries` tries on an idle cluster, then tries during a burst of `burst` new AppBundles.
 pub async fn measure(client: &Client, args: &Args, tries: usize, burst: usize) -> Latency {
@@ -137,7 +147,7 @@ pub async fn measure(client: &Client, args: &Args, tries: usize, burst: usize) -
     let operator = Operator::start(&args.operator, args.concurrency, &args.out).await;
     let (mut ready, mut available) = (Vec::new(), Vec::new());
     for i in 0..tries {
-        let (r, a) = one_try(client, &ns, i).await;
+        let (r, a) = one_try(client, &ns, i, false).await;
         ready.push(r);
         available.push(a);
     }
@@ -154,7 +164,7 @@ pub async fn measure(client: &Client, args: &Args, tries: usize, burst: usize) -
         idle.deployment_available.p99
     ));
 
-    // The burst, in its own namespaces; tries go on until it is all Ready.
+    // The burst, in its own namespaces.
     let names = crate::namespaces("burst", burst, args.namespaces);
     create_namespaces(client, &names).await;
     let creating = {
@@ -193,16 +203,24 @@ pub async fn measure(client: &Client, args: &Args, tries: usize, burst: usize) -
                 && is_ready_on(b, "nginx:1.27")
         },
     ));
-    let (mut ready, mut available) = (Vec::new(), Vec::new());
+    // One try waits for the burst's queue: they start every second (each one's AppBundle and
+    // Deployment at once, so that both meet the same moment of the burst) while it lasts.
+    let mut running = Vec::new();
     let mut i = tries;
-    while !all_ready.is_finished() && ready.len() < tries {
-        let (r, a) = one_try(client, &ns, i).await;
-        // Only a try that ended before the burst did counts as during it.
-        if !all_ready.is_finished() {
-            ready.push(r);
-            available.push(a);
-        }
+    while !all_ready.is_finished() && running.len() < tries {
+        let client = client.clone();
+        let ns = ns.clone();
+        running.push(tokio::spawn(
+            async move { one_try(&client, &ns, i, true).await },
+        ));
         i += 1;
+        tokio::time::sleep(BUSY_CADENCE).await;
+    }
+    let (mut ready, mut available) = (Vec::new(), Vec::new());
+    for try_ in running {
+        let (r, a) = try_.await.unwrap();
+        ready.push(r);
+        available.push(a);
     }
     creating.await.unwrap();
     let _ = all_ready.await;

@@ -17,8 +17,8 @@
 //!   KUBUNDLE_SOAK_RATE     changes per second (default 2)
 //!   KUBUNDLE_SOAK_SEED     FAULTS:CHANGES, the seeds to replay (default: a fixed seed for the
 //!                          fault schedule and a random one, printed, for the changes)
-//! It needs the cluster to itself (it restarts the API server and etcd): tests/run.sh runs it
-//! alone, after the fault suite.
+//! It needs the cluster to itself (it restarts the API server and etcd): the test command runs it
+//! on a cluster of its own, after the fault suite (tests/chaos.sh).
 
 #[path = "../support/mod.rs"]
 mod support;
