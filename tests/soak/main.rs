@@ -540,11 +540,48 @@ async fn chaos_soak() {
     // A quiet minute: no write at all (the Lease's renewals aside).
     let quiet_from = SystemTime::now();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let quiet: Vec<String> = audit::writes_since(quiet_from)
+    let quiet_writes: Vec<audit::Write> = audit::writes_since(quiet_from)
         .into_iter()
         .filter(|w| w.resource != "leases")
-        .map(|w| format!("{} {} {}", w.who, w.verb, w.what))
         .collect();
+    let since_quiet = |t: SystemTime| {
+        t.duration_since(quiet_from)
+            .map(|d| format!("{:.3} s", d.as_secs_f64()))
+            .unwrap_or_else(|_| "before".into())
+    };
+    let mut quiet = Vec::new();
+    for w in &quiet_writes {
+        quiet.push(format!(
+            "{} {} {} ({} into the quiet minute)",
+            w.who,
+            w.verb,
+            w.what,
+            since_quiet(w.at)
+        ));
+        // An AppBundle's status written: what it says now, and when it was made, to tell
+        // a late report from a needless one.
+        if w.resource == "appbundles"
+            && let Some((ns, name)) = w
+                .what
+                .split_whitespace()
+                .last()
+                .and_then(|n| n.split_once('/'))
+            && let Ok(b) = Api::<AppBundle>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+        {
+            let made = b
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| since_quiet(SystemTime::from(t.0)))
+                .unwrap_or_default();
+            quiet.push(format!(
+                "  made {made} into it; status now {}",
+                serde_json::to_string(&b.status).unwrap_or_default()
+            ));
+        }
+    }
     let writes = audit::writes_since(since);
     let split = audit::split_brain_seconds(&writes);
     let rss = replicas.rss.lock().unwrap().clone();
