@@ -173,6 +173,16 @@ fn bundle_stream(
             {
                 info!("AppBundle cache synced; reconciling");
             }
+            // kubundle's own status write, held until the cache has it, is in now (or the
+            // AppBundle is gone).
+            if let Ok(
+                watcher::Event::Apply(seen)
+                | watcher::Event::InitApply(seen)
+                | watcher::Event::Delete(seen),
+            ) = event
+            {
+                ctx.own_writes.seen(seen);
+            }
             // A deleted AppBundle no longer uses any ConfigMap (it may go without a reconcile
             // seeing it go).
             if let Ok(watcher::Event::Delete(gone)) = event {

@@ -61,8 +61,10 @@ impl StatusPacer {
 /// The AppBundle as kubundle's last status write returned it (by UID), until the cache holds one
 /// at least as new. A reconcile that starts in between (a child's event right after the write)
 /// reads that one, not the cached AppBundle from before the write: it neither writes the same
-/// status again nor records the same revision twice. Entries older than a minute are dropped as
-/// the map grows (an AppBundle deleted before its next reconcile).
+/// status again nor records the same revision twice. An entry goes as soon as the AppBundles'
+/// watch delivers a version at least as new ([`OwnWrites::seen`]), so the map holds the writes
+/// in flight only (it once kept a second copy of every AppBundle, the last write of each); entries
+/// older than a minute are dropped as the map grows (a watch that missed the event).
 #[derive(Default)]
 pub struct OwnWrites(Mutex<HashMap<String, (Instant, CachedBundle)>>);
 
@@ -76,6 +78,36 @@ impl OwnWrites {
             map.retain(|_, (t, _)| now.saturating_duration_since(*t) < Duration::from_secs(60));
         }
         map.insert(uid, (now, written));
+    }
+
+    /// The AppBundles' watch delivered `observed`: the entry of its UID goes if that is at least
+    /// as new as the write.
+    pub fn seen(&self, observed: &CachedBundle) {
+        let (Some(uid), Some(observed)) = (
+            observed.metadata.uid.as_deref(),
+            observed.metadata.resource_version.as_deref(),
+        ) else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap();
+        let caught_up = map.get(uid).is_some_and(|(_, written)| {
+            let written = written
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default();
+            super::observe::children_cache::compare_versions(observed, written)
+                .is_some_and(|o| o != std::cmp::Ordering::Less)
+        });
+        if caught_up {
+            map.remove(uid);
+        }
+    }
+
+    /// How many writes are held (for the tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
     }
 
     /// `cached`, or the AppBundle kubundle's own status write returned when the cache is still
@@ -318,5 +350,17 @@ mod tests {
         // The cache has the write (or something newer): it is used, and the entry is gone.
         assert_eq!(revision(&writes.newest(&at("13", None))), None);
         assert_eq!(revision(&writes.newest(&before)), None);
+
+        // The watch delivering the write lets it go without a reconcile: an older version does not.
+        writes.wrote(at("20", Some("web-2")), Instant::now());
+        writes.seen(&at("19", None));
+        assert_eq!(writes.len(), 1, "the watch is still behind the write");
+        writes.seen(&at("20", Some("web-2")));
+        assert_eq!(
+            writes.len(),
+            0,
+            "the watch has the write: no second copy is kept"
+        );
+        assert_eq!(revision(&writes.newest(&at("19", None))), None);
     }
 }
