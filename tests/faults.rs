@@ -1,7 +1,7 @@
 //! The fault suite: the API server and etcd stopped and started again (etcd also with every
 //! connection the operator had open black-holed), the operator killed with SIGKILL in the middle
-//! of a rollout. tests/run.sh runs it alone (it disrupts the whole cluster), after stopping its own
-//! operator: each test starts the operator it observes.
+//! of a rollout. It disrupts the whole cluster: the test command runs it on a cluster of its own
+//! (tests/chaos.sh), with no operator running there; each test starts the operator it observes.
 
 mod support;
 
