@@ -181,7 +181,7 @@ fn bundle_stream(
                 | watcher::Event::Delete(seen),
             ) = event
             {
-                ctx.own_writes.seen(seen);
+                ctx.own_writes.seen(seen, std::time::Instant::now());
             }
             // A deleted AppBundle no longer uses any ConfigMap (it may go without a reconcile
             // seeing it go).

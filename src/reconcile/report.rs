@@ -61,53 +61,102 @@ impl StatusPacer {
 /// The AppBundle as kubundle's last status write returned it (by UID), until the cache holds one
 /// at least as new. A reconcile that starts in between (a child's event right after the write)
 /// reads that one, not the cached AppBundle from before the write: it neither writes the same
-/// status again nor records the same revision twice. An entry goes as soon as the AppBundles'
-/// watch delivers a version at least as new ([`OwnWrites::seen`]), so the map holds the writes
-/// in flight only (it once kept a second copy of every AppBundle, the last write of each); entries
-/// older than a minute are dropped as the map grows (a watch that missed the event).
+/// status again nor records the same revision twice.
+///
+/// An entry goes [`DELIVERED_GRACE`] after the AppBundles' watch delivered its version
+/// ([`OwnWrites::seen`]): a reconcile handed the cached object just before the delivery still
+/// finds it meanwhile. (Before, an entry went only when a later reconcile found the cache caught
+/// up: the last write of every AppBundle, the one that says Ready, stayed for the life of the
+/// process, a second copy of every AppBundle.) An entry whose delivery was never seen (a watch
+/// that missed the event) goes after [`UNSEEN_LIMIT`].
 #[derive(Default)]
-pub struct OwnWrites(Mutex<HashMap<String, (Instant, CachedBundle)>>);
+pub struct OwnWrites(Mutex<Writes>);
+
+/// How long an entry stays once the watch has delivered its version.
+const DELIVERED_GRACE: Duration = Duration::from_secs(5);
+/// How long an entry stays at most.
+const UNSEEN_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Writes {
+    by_uid: HashMap<String, Written>,
+    /// When the map was last swept of expired entries (at most once a second).
+    swept: Option<Instant>,
+}
+
+struct Written {
+    at: Instant,
+    bundle: CachedBundle,
+    /// When the watch delivered this version (or a newer one).
+    delivered: Option<Instant>,
+}
+
+impl Writes {
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.by_uid.retain(|_, w| {
+            now.saturating_duration_since(w.at) < UNSEEN_LIMIT
+                && w.delivered
+                    .is_none_or(|d| now.saturating_duration_since(d) < DELIVERED_GRACE)
+        });
+    }
+}
 
 impl OwnWrites {
     fn wrote(&self, written: CachedBundle, now: Instant) {
         let Some(uid) = written.metadata.uid.clone() else {
             return;
         };
-        let mut map = self.0.lock().unwrap();
-        if map.len() >= 1024 {
-            map.retain(|_, (t, _)| now.saturating_duration_since(*t) < Duration::from_secs(60));
-        }
-        map.insert(uid, (now, written));
+        let mut writes = self.0.lock().unwrap();
+        writes.sweep(now);
+        writes.by_uid.insert(
+            uid,
+            Written {
+                at: now,
+                bundle: written,
+                delivered: None,
+            },
+        );
     }
 
-    /// The AppBundles' watch delivered `observed`: the entry of its UID goes if that is at least
-    /// as new as the write.
-    pub fn seen(&self, observed: &CachedBundle) {
-        let (Some(uid), Some(observed)) = (
+    /// The AppBundles' watch delivered `observed` at `now`: the entry of its UID expires
+    /// [`DELIVERED_GRACE`] later if that is at least as new as the write.
+    pub fn seen(&self, observed: &CachedBundle, now: Instant) {
+        let mut writes = self.0.lock().unwrap();
+        writes.sweep(now);
+        let (Some(uid), Some(version)) = (
             observed.metadata.uid.as_deref(),
             observed.metadata.resource_version.as_deref(),
         ) else {
             return;
         };
-        let mut map = self.0.lock().unwrap();
-        let caught_up = map.get(uid).is_some_and(|(_, written)| {
-            let written = written
+        if let Some(w) = writes.by_uid.get_mut(uid)
+            && w.delivered.is_none()
+        {
+            let written = w
+                .bundle
                 .metadata
                 .resource_version
                 .as_deref()
                 .unwrap_or_default();
-            super::observe::children_cache::compare_versions(observed, written)
+            if super::observe::children_cache::compare_versions(version, written)
                 .is_some_and(|o| o != std::cmp::Ordering::Less)
-        });
-        if caught_up {
-            map.remove(uid);
+            {
+                w.delivered = Some(now);
+            }
         }
     }
 
     /// How many writes are held (for the tests).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
+        self.0.lock().unwrap().by_uid.len()
     }
 
     /// `cached`, or the AppBundle kubundle's own status write returned when the cache is still
@@ -116,17 +165,19 @@ impl OwnWrites {
         let Some(uid) = cached.metadata.uid.as_deref() else {
             return Cow::Borrowed(cached);
         };
-        let mut map = self.0.lock().unwrap();
-        let Some((_, written)) = map.get(uid) else {
+        let mut writes = self.0.lock().unwrap();
+        let Some(written) = writes.by_uid.get(uid) else {
             return Cow::Borrowed(cached);
         };
         let version = |b: &CachedBundle| b.metadata.resource_version.clone().unwrap_or_default();
-        match super::observe::children_cache::compare_versions(&version(cached), &version(written))
-        {
-            Some(std::cmp::Ordering::Less) => Cow::Owned(written.clone()),
+        match super::observe::children_cache::compare_versions(
+            &version(cached),
+            &version(&written.bundle),
+        ) {
+            Some(std::cmp::Ordering::Less) => Cow::Owned(written.bundle.clone()),
             // Caught up (or versions that do not compare): the cache is the truth again.
             _ => {
-                map.remove(uid);
+                writes.by_uid.remove(uid);
                 Cow::Borrowed(cached)
             }
         }
@@ -351,16 +402,30 @@ mod tests {
         assert_eq!(revision(&writes.newest(&at("13", None))), None);
         assert_eq!(revision(&writes.newest(&before)), None);
 
-        // The watch delivering the write lets it go without a reconcile: an older version does not.
-        writes.wrote(at("20", Some("web-2")), Instant::now());
-        writes.seen(&at("19", None));
-        assert_eq!(writes.len(), 1, "the watch is still behind the write");
-        writes.seen(&at("20", Some("web-2")));
+        // The watch delivering the write lets it go, a few seconds later, without a reconcile;
+        // an older version does not.
+        let t0 = Instant::now();
+        let later = |s| t0 + Duration::from_secs(s);
+        writes.wrote(at("20", Some("web-2")), t0);
+        writes.seen(&at("19", None), later(2));
+        writes.seen(&at("20", Some("web-2")), later(3));
         assert_eq!(
             writes.len(),
-            0,
-            "the watch has the write: no second copy is kept"
+            1,
+            "kept for a reconcile handed the older object"
         );
-        assert_eq!(revision(&writes.newest(&at("19", None))), None);
+        assert_eq!(
+            revision(&writes.newest(&at("19", None))).as_deref(),
+            Some("web-2"),
+            "a reconcile handed the object from before the delivery still reads the write"
+        );
+        writes.seen(&at("21", None), later(9));
+        assert_eq!(writes.len(), 0, "delivered 6 s ago: no second copy kept");
+        // Never seen delivered: gone after a minute.
+        writes.wrote(at("30", Some("web-3")), later(10));
+        writes.seen(&at("29", None), later(69));
+        assert_eq!(writes.len(), 1);
+        writes.seen(&at("29", None), later(71));
+        assert_eq!(writes.len(), 0);
     }
 }
