@@ -29,13 +29,7 @@ cargo build --locked --bins --tests
 step "a second local control plane, kwok nodes only ($KUBUNDLE_CLUSTER_DIR)"
 KUBUNDLE_REAL_NODE=0 $cluster up
 eval "$($cluster env)"
-kubectl apply --server-side -f crds/ >/dev/null
-# (kubectl wait fails instead of waiting while a new CRD has no status conditions yet: retry.)
-for _ in $(seq 60); do
-  kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
-  sleep 1
-done
-kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null
+tests/install-crd.sh
 
 step "cargo test --test faults (API server and etcd restarts, the operator killed mid-rollout)"
 cargo test --locked --test faults -- --test-threads=1 --nocapture

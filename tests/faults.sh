@@ -17,8 +17,7 @@ cleanup() { [ "${KUBUNDLE_KEEP_CLUSTER:-0}" = 1 ] || $cluster down; }
 trap cleanup EXIT
 $cluster up
 eval "$($cluster env)"
-kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=60s >/dev/null
+tests/install-crd.sh
 passed=0
 for k in $(seq "$runs"); do
   kubectl delete appbundles --all --all-namespaces --wait=true >/dev/null

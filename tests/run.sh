@@ -82,13 +82,7 @@ $cluster up
 eval "$($cluster env)"
 
 step "install the CRD, start the operator"
-kubectl apply --server-side -f crds/ >/dev/null
-# (kubectl wait fails instead of waiting while a new CRD has no status conditions yet: retry.)
-for _ in $(seq 60); do
-  kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
-  sleep 1
-done
-kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null
+tests/install-crd.sh
 log_dir=$(dirname "$KUBECONFIG")/logs
 port=$((40000 + RANDOM % 10000))
 export KUBUNDLE_METRICS_URL="http://127.0.0.1:$port"

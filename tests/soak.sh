@@ -19,7 +19,6 @@ cleanup() { [ "${KUBUNDLE_KEEP_CLUSTER:-0}" = 1 ] || $cluster down; }
 trap cleanup EXIT
 KUBUNDLE_REAL_NODE=${KUBUNDLE_REAL_NODE:-0} $cluster up
 eval "$($cluster env)"
-kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=60s >/dev/null
+tests/install-crd.sh
 echo "soak: ${KUBUNDLE_SOAK_SECONDS}s, ${KUBUNDLE_SOAK_BUNDLES} AppBundles; report in $log"
 cargo test --locked --test soak -- --nocapture 2>&1 | tee "$log" | grep --line-buffered '^soak:\|panicked\|test result'

@@ -19,10 +19,6 @@ if [ -f "${KUBUNDLE_CLUSTER_DIR:-.cluster}/node.env" ]; then
     "for clean figures run deploy/local/cluster.sh down first" >&2
 fi
 eval "$(deploy/local/cluster.sh env)"
-kubectl apply --server-side -f crds/ >/dev/null
-for _ in $(seq 60); do
-  kubectl wait --for=condition=Established crd/appbundles.kubundle.dev --timeout=10s >/dev/null 2>&1 && break
-  sleep 1
-done
+tests/install-crd.sh
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 "$target_dir/release/kubundle-bench" --operator "$target_dir/release/kubundle" --out tests/bench/results "$@"
