@@ -414,8 +414,11 @@ mod upgrade {
                 let Some(url) = pods.first().and_then(|p| pod_url(p, "/readyz")) else {
                     return Err("no new replica with an address yet".to_string());
                 };
+                // A replica still starting (its first question to the API server unanswered)
+                // says so on a 503 of its own; what it says next, once it has read the CRD, is
+                // the answer this step is about.
                 match http_get(&url).await {
-                    Ok((503, body)) => Ok(body),
+                    Ok((503, body)) if !body.starts_with("starting:") => Ok(body),
                     other => Err(format!("{url}: {other:?}")),
                 }
             },
