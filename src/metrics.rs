@@ -80,6 +80,8 @@ pub struct Metrics {
     pub canary_moves: IntCounterVec,
     /// Runs of a canary's checks, by check kind (pod-health, prometheus, webhook) and verdict.
     pub canary_checks: IntCounterVec,
+    /// Progress-only status writes put off because the budget all AppBundles share was spent.
+    pub progress_deferred: prometheus::IntCounter,
     /// Process metrics (CPU, memory, file descriptors), with the conventional unprefixed names.
     process: Registry,
 }
@@ -156,6 +158,14 @@ impl Metrics {
             "crd_missing_fields",
             "Status fields this kubundle writes that the installed AppBundle CRD does not declare (apply the CRD of this version when not 0)",
         );
+        let progress_deferred = prometheus::IntCounter::new(
+            "status_progress_deferred_total",
+            "Progress-only status writes put off because the progress budget all AppBundles share was spent (milestones are never put off)",
+        )
+        .unwrap();
+        registry
+            .register(Box::new(progress_deferred.clone()))
+            .unwrap();
         let appbundles = IntGaugeVec::new(
             Opts::new(
                 "appbundles",
@@ -198,6 +208,7 @@ impl Metrics {
             cache_stale,
             canary_moves,
             canary_checks,
+            progress_deferred,
             process,
         };
         metrics.export_at_zero();

@@ -23,6 +23,7 @@ pub mod children;
 mod context;
 pub mod observe;
 mod pipeline;
+mod progress_budget;
 mod report;
 pub mod revisions;
 

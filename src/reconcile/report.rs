@@ -1,5 +1,5 @@
 //! What kubundle tells people: the AppBundle's status (written only when it changed, progress at
-//! most every 2 s) and Events (one per thing a person wants to know: children changed, the first
+//! most every 2 s and within a budget all AppBundles share) and Events (one per thing a person wants to know: children changed, the first
 //! rollout with what the AppBundle is made of, Ready again, Stalled, recovered).
 
 use std::borrow::Cow;
@@ -19,6 +19,7 @@ use crate::events::{EventType, Publisher};
 use crate::metrics::Metrics;
 use crate::render::FIELD_MANAGER;
 
+use super::progress_budget::ProgressBudget;
 use crate::status::{PROGRESS_INTERVAL, is_milestone};
 
 /// What writing status and Events takes: the Event publisher and the metrics, the pacing of
@@ -32,16 +33,20 @@ pub struct Reporter<'a> {
 }
 
 /// When each AppBundle's status was last written (by UID), to write progress at most every
-/// [`PROGRESS_INTERVAL`]. Entries older than that are dropped as the map grows.
+/// [`PROGRESS_INTERVAL`] (entries older than that are dropped as the map grows), and the budget
+/// all AppBundles' progress writes share (progress_budget.rs).
 #[derive(Default)]
-pub struct StatusPacer(Mutex<HashMap<String, Instant>>);
+pub struct StatusPacer {
+    last: Mutex<HashMap<String, Instant>>,
+    budget: ProgressBudget,
+}
 
 impl StatusPacer {
     /// How long a progress-only write of `uid` must wait; zero when it may go now. Before the
     /// first write, `age` (how long the AppBundle has existed) counts as the time since one.
     fn wait(&self, uid: &str, now: Instant, age: Duration) -> Duration {
         let since = self
-            .0
+            .last
             .lock()
             .unwrap()
             .get(uid)
@@ -50,7 +55,7 @@ impl StatusPacer {
     }
 
     fn wrote(&self, uid: &str, now: Instant) {
-        let mut last = self.0.lock().unwrap();
+        let mut last = self.last.lock().unwrap();
         if last.len() >= 1024 {
             last.retain(|_, t| now.saturating_duration_since(*t) < PROGRESS_INTERVAL);
         }
@@ -197,12 +202,19 @@ async fn apply_status(
         "status": status,
     });
     ctx.metrics.write("AppBundle", "apply_status");
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
+    let sent = Instant::now();
+    let answer = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await;
+    let throttled = matches!(&answer, Err(kube::Error::Api(s)) if s.code == 429);
+    ctx.pacer
+        .budget
+        .observed(sent.elapsed(), throttled, Instant::now());
+    answer
 }
 
 /// Writes the status if it changed, and publishes the Events of condition transitions. A change
@@ -244,6 +256,15 @@ pub async fn write_status(
             debug!(
                 ?wait,
                 "progress only; written with the next step or in a moment"
+            );
+            return Ok(Some(wait));
+        }
+        if let Err(wait) = ctx.pacer.budget.take(now) {
+            ctx.metrics.progress_deferred.inc();
+            debug!(
+                ?wait,
+                "progress only, and the progress budget is spent: written with the next \
+                 milestone or later"
             );
             return Ok(Some(wait));
         }
