@@ -21,6 +21,9 @@ pub const BURST: f64 = 10.0;
 pub const FAST: Duration = Duration::from_millis(50);
 /// The slowest the budget refills (one write in 2 s).
 const MIN_RATE: f64 = 0.5;
+/// The smoothed latency halves every this long without a status write to measure it by: a budget
+/// slowed by an outage recovers once the writes stop, not only when the next ones are fast.
+const LATENCY_HALF_LIFE: Duration = Duration::from_secs(5);
 /// For how long a 429 quarters the rate.
 const THROTTLED_FOR: Duration = Duration::from_secs(30);
 /// The longest a progress write is put off for at a time.
@@ -29,8 +32,10 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 struct Bucket {
     tokens: f64,
     refilled: Instant,
-    /// Smoothed latency of status writes (exponentially weighted, 1/8 per sample).
+    /// Smoothed latency of status writes (exponentially weighted, 1/8 per sample), as of
+    /// `measured`.
     latency: Duration,
+    measured: Instant,
     throttled_until: Option<Instant>,
     /// Writes put off in the current second, to spread their next tries.
     waiting: u32,
@@ -51,6 +56,7 @@ impl ProgressBudget {
             tokens: BURST,
             refilled: now,
             latency: Duration::ZERO,
+            measured: now,
             throttled_until: None,
             waiting: 0,
             waiting_since: now,
@@ -61,13 +67,21 @@ impl ProgressBudget {
     /// quarter of that after a 429; never below [`MIN_RATE`].
     fn rate(b: &Bucket, now: Instant) -> f64 {
         let mut rate = RATE;
-        if b.latency > FAST {
-            rate *= FAST.as_secs_f64() / b.latency.as_secs_f64();
+        let latency = Self::latency(b, now);
+        if latency > FAST {
+            rate *= FAST.as_secs_f64() / latency.as_secs_f64();
         }
         if b.throttled_until.is_some_and(|t| now < t) {
             rate /= 4.0;
         }
         rate.max(MIN_RATE)
+    }
+
+    /// The smoothed latency, decayed for the time since it was last measured.
+    fn latency(b: &Bucket, now: Instant) -> Duration {
+        let idle = now.saturating_duration_since(b.measured).as_secs_f64();
+        b.latency
+            .mul_f64(0.5f64.powf(idle / LATENCY_HALF_LIFE.as_secs_f64()))
     }
 
     /// Takes one progress write from the budget: Ok when it may go now, or how long to put it
@@ -97,11 +111,13 @@ impl ProgressBudget {
     /// answer, and whether it was throttled (429).
     pub fn observed(&self, latency: Duration, throttled: bool, now: Instant) {
         let mut b = self.0.lock().unwrap();
-        b.latency = if b.latency.is_zero() {
+        let before = Self::latency(&b, now);
+        b.latency = if before.is_zero() {
             latency
         } else {
-            (b.latency * 7 + latency) / 8
+            (before * 7 + latency) / 8
         };
+        b.measured = now;
         if throttled {
             b.throttled_until = Some(now + THROTTLED_FOR);
         }
@@ -155,17 +171,32 @@ mod tests {
         let t0 = Instant::now();
         let budget = ProgressBudget::new(t0);
         assert_eq!(taken(&budget, t0, 100), BURST as usize);
-        // Answers at 500 ms: a tenth of the rate, at the floor.
+        // Answers at 500 ms: a tenth of the rate; 4 s later the average has decayed to 287 ms
+        // (0.87 writes/s).
         for _ in 0..50 {
             budget.observed(Duration::from_millis(500), false, t0);
         }
-        assert_eq!(taken(&budget, t0 + Duration::from_secs(4), 100), 2);
+        assert_eq!(taken(&budget, t0 + Duration::from_secs(4), 100), 3);
         // Fast again, but throttled: a quarter.
         for _ in 0..100 {
             budget.observed(Duration::from_millis(5), false, t0);
         }
         budget.observed(Duration::from_millis(5), true, t0);
         assert_eq!(taken(&budget, t0 + Duration::from_secs(8), 100), 5);
+        // Slow answers, then none: the average decays, and the rate comes back without them.
+        for _ in 0..50 {
+            budget.observed(
+                Duration::from_millis(500),
+                false,
+                t0 + Duration::from_secs(8),
+            );
+        }
+        assert!(
+            ProgressBudget::latency(&budget.0.lock().unwrap(), t0 + Duration::from_secs(8)) > FAST
+        );
+        assert!(
+            ProgressBudget::latency(&budget.0.lock().unwrap(), t0 + Duration::from_secs(40)) < FAST
+        );
         // The throttling is forgotten after 30 s.
         assert_eq!(
             taken(&budget, t0 + Duration::from_secs(40), 100),
