@@ -22,8 +22,16 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
 /// The repository root.
+/// The checkout the tests run from. `cargo test` says it at run time; the path compiled in can be
+/// another checkout's when two share one target directory (cargo does not rebuild a workspace
+/// member for a new path), so it is only the fallback for a test binary run by hand.
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    })
 }
 
 /// The admin kubeconfig of the local cluster, from `KUBECONFIG`.
