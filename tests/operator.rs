@@ -597,6 +597,38 @@ async fn a_rollout_past_its_deadline_is_stalled() {
     delete_namespace(&client, &ns).await;
 }
 
+/// Pods the API server refuses to create (here: a PriorityClass that does not exist) until the
+/// deadline: Stalled, and the message still gives the server's words for the refusal, not only
+/// the Deployment's "has timed out progressing" (the soak's long form found that lost).
+#[tokio::test]
+async fn a_deadline_passed_on_refused_pods_keeps_the_servers_words() {
+    let client = client().await;
+    let ns = create_namespace(&client, "deadline-words").await;
+    apply_yaml(
+        &ns,
+        &simple_bundle(
+            "refused",
+            "  progressDeadlineSeconds: 5\n  podTemplate: {priorityClassName: no-such-priority}\n",
+        ),
+    );
+    let api = bundles(&client, &ns);
+    let b = wait_bundle(
+        &api,
+        "refused",
+        Duration::from_secs(60),
+        "Stalled=True",
+        |b| condition_of(b, "Stalled").is_some_and(|c| c.0 == "True"),
+    )
+    .await;
+    let (_, reason, message) = condition_of(&b, "Stalled").unwrap();
+    assert_eq!(reason, "ProgressDeadlineExceeded", "{message}");
+    assert!(
+        message.contains("no-such-priority") && message.contains("cannot create pods"),
+        "the Stalled message names the refusal: {message}"
+    );
+    delete_namespace(&client, &ns).await;
+}
+
 /// SIGTERM stops the operator promptly and cleanly (exit status 0), after it started reconciling.
 #[tokio::test]
 async fn sigterm_stops_the_operator_cleanly() {

@@ -76,7 +76,8 @@ enum Rollout {
     /// The Deployment controller has not seen the newest Deployment spec yet.
     NotObserved,
     /// The rollout passed its progress deadline.
-    DeadlineExceeded(String),
+    /// The Deployment's deadline message, and why it cannot create pods when it says so.
+    DeadlineExceeded(String, Option<String>),
     /// Pods are being replaced or started.
     InProgress(String),
     /// The Deployment cannot create pods; `true` when that will not fix itself.
@@ -116,7 +117,15 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
         && c.status == FALSE
         && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     {
-        return Rollout::DeadlineExceeded(c.message.clone().unwrap_or_default());
+        // The deadline ends a rollout whatever stopped it; when pods could not be created, the
+        // API server's words for that stay in the message (a missing PriorityClass, a quota).
+        let creation = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "ReplicaFailure" && c.status == TRUE)
+            .map(|c| c.message.clone().unwrap_or_default());
+        return Rollout::DeadlineExceeded(c.message.clone().unwrap_or_default(), creation);
     }
     let total = status.replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
@@ -515,8 +524,14 @@ impl Verdict {
                 reason::DEPLOYMENT_PENDING,
                 "the Deployment controller has not seen the newest spec yet".into(),
             ),
-            Rollout::DeadlineExceeded(msg) => {
+            Rollout::DeadlineExceeded(msg, creation) => {
                 let mut msg = format!("the rollout made no progress within its deadline: {msg}");
+                if let Some(why) = creation {
+                    msg.push_str(&format!(
+                        "; the Deployment cannot create pods: {}",
+                        crate::render::paths::in_bundle_terms(&why, &bundle.spec)
+                    ));
+                }
                 if let Some(p) = observed.pods {
                     msg.push_str(&format!("; {} ({})", p.message, p.reason));
                 }

@@ -206,6 +206,55 @@ fn load_balancer_waits_for_an_address() {
 }
 
 #[test]
+fn progress_deadline_keeps_the_servers_words_for_pods_it_could_not_create() {
+    // Found by the soak's long form: a pod template naming a missing PriorityClass, Stalled an
+    // hour later with only the Deployment's "has timed out progressing".
+    let b = bundle(1, "ClusterIP");
+    let d = deployment(
+        1,
+        json!({"observedGeneration": 1, "replicas": 0, "updatedReplicas": 0,
+        "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": "ReplicaSet \"h24-548d95c49f\" has timed out progressing."},
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+             "message": "pods \"h24-548d95c49f-\" is forbidden: no PriorityClass with name no-such-priority was found"}]}),
+    );
+    let svc = service(None);
+    let s = compute(
+        &b,
+        &Observed {
+            deployment: Some(&d),
+            service: Some(&svc),
+            autoscaler: None,
+            route: None,
+            gateway: None,
+            ingress: None,
+            pods: None,
+            missing_config: &[],
+            unfollowed_config: &[],
+        },
+        None,
+        "cluster.local",
+        &now(),
+    );
+    assert_eq!(
+        cond(&s, STALLED),
+        (TRUE, reason::PROGRESS_DEADLINE_EXCEEDED)
+    );
+    let message = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED)
+        .map(|c| c.message.clone())
+        .unwrap();
+    assert!(message.contains("has timed out progressing"), "{message}");
+    assert!(
+        message.contains("cannot create pods") && message.contains("no-such-priority"),
+        "{message}"
+    );
+}
+
+#[test]
 fn progress_deadline_exceeded_is_stalled() {
     let b = bundle(1, "ClusterIP");
     let d = deployment(
