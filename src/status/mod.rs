@@ -109,6 +109,13 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
     if status.observed_generation.unwrap_or(0) < generation {
         return Rollout::NotObserved;
     }
+    // Pods the ReplicaSet could not create, in the API server's words.
+    let creation_failure = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == TRUE)
+        .map(|c| c.message.clone().unwrap_or_default());
     if let Some(c) = status
         .conditions
         .iter()
@@ -119,13 +126,7 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
     {
         // The deadline ends a rollout whatever stopped it; when pods could not be created, the
         // API server's words for that stay in the message (a missing PriorityClass, a quota).
-        let creation = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "ReplicaFailure" && c.status == TRUE)
-            .map(|c| c.message.clone().unwrap_or_default());
-        return Rollout::DeadlineExceeded(c.message.clone().unwrap_or_default(), creation);
+        return Rollout::DeadlineExceeded(c.message.clone().unwrap_or_default(), creation_failure);
     }
     let total = status.replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
@@ -133,13 +134,7 @@ fn rollout(desired: i32, d: &Deployment) -> Rollout {
     let available = status.available_replicas.unwrap_or(0);
     // Pods with a deletionTimestamp (reported by Kubernetes 1.33+; absent means none known).
     let terminating = status.terminating_replicas.unwrap_or(0);
-    if let Some(c) = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "ReplicaFailure" && c.status == TRUE)
-    {
-        let message = c.message.clone().unwrap_or_default();
+    if let Some(message) = creation_failure {
         // An invalid pod or one refused by Pod Security stays refused until the spec or the
         // namespace changes; quota, a missing ServiceAccount and the like can fix themselves.
         let permanent = message.contains(" is invalid") || message.contains("violates PodSecurity");
