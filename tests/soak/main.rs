@@ -529,6 +529,10 @@ async fn chaos_soak() {
     eprintln!("soak: {}", report(&tally));
     eprintln!("soak: replica starts {:?}", replicas.starts().await);
     let Some(converged_after) = converged_after else {
+        // The memory figures of a failed run count too.
+        for line in replicas::rss_report(&replicas.rss.lock().unwrap()) {
+            eprintln!("soak: {line}");
+        }
         panic!(
             "not converged 300 s after the last fault ({replay}); {} violations:\n{}",
             last.len(),
@@ -590,59 +594,9 @@ async fn chaos_soak() {
         writes.len(),
         writes.iter().filter(|w| w.resource != "leases").count(),
     );
-    // RSS of each operator process over its life: first sample, peak, last (MiB), and when.
-    let mut lives: BTreeMap<u32, Vec<&replicas::Rss>> = BTreeMap::new();
-    for sample in &rss {
-        lives.entry(sample.2).or_default().push(sample);
+    for line in replicas::rss_report(&rss) {
+        eprintln!("soak: {line}");
     }
-    for (pid, samples) in &lives {
-        let mib = |k: u64| k as f64 / 1024.0;
-        let (first, last) = (samples[0], samples[samples.len() - 1]);
-        let peak = samples.iter().map(|s| s.3).max().unwrap_or(0);
-        eprintln!(
-            "soak: RSS of {} pid {pid} from {} s to {} s: first {:.1} MiB, peak {:.1}, last {:.1}",
-            first.1,
-            first.0,
-            last.0,
-            mib(first.3),
-            mib(peak),
-            mib(last.3)
-        );
-    }
-    // Growth: for each process that lived past its first 10 minutes, RSS then and after.
-    for (pid, samples) in &lives {
-        let mib = |k: u64| k as f64 / 1024.0;
-        let born = samples[0].0;
-        let Some(at_10) = samples.iter().find(|s| s.0 >= born + 600) else {
-            continue;
-        };
-        let later_peak = samples.iter().filter(|s| s.0 >= at_10.0).map(|s| s.3).max();
-        let last = samples[samples.len() - 1];
-        eprintln!(
-            "soak: RSS growth of {} pid {pid} after its first 10 minutes: {:.1} MiB at {} s, \
-             peak after {:.1}, last {:.1} at {} s",
-            at_10.1,
-            mib(at_10.3),
-            at_10.0,
-            mib(later_peak.unwrap_or(0)),
-            mib(last.3),
-            last.0
-        );
-    }
-    // And over the soak: the largest RSS of any replica in each 5 minutes.
-    let mut by_window: BTreeMap<u64, u64> = BTreeMap::new();
-    for sample in &rss {
-        let w = by_window.entry(sample.0 / 300).or_default();
-        *w = (*w).max(sample.3);
-    }
-    let series: Vec<String> = by_window
-        .iter()
-        .map(|(w, k)| format!("{}-{} min {:.1}", w * 5, w * 5 + 5, *k as f64 / 1024.0))
-        .collect();
-    eprintln!(
-        "soak: largest RSS (MiB) by 5 minutes: {}",
-        series.join(", ")
-    );
     assert!(
         quiet.is_empty(),
         "writes in the quiet minute after convergence ({replay}):\n{}",

@@ -198,3 +198,59 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The memory report: each process's first, peak and last RSS; for those that lived past ten
+/// minutes, RSS then and after; and the largest RSS of any replica in each 5 minutes of the soak.
+pub fn rss_report(rss: &[Rss]) -> Vec<String> {
+    let mib = |k: u64| k as f64 / 1024.0;
+    let mut lines = Vec::new();
+    let mut lives: std::collections::BTreeMap<u32, Vec<&Rss>> = Default::default();
+    for sample in rss {
+        lives.entry(sample.2).or_default().push(sample);
+    }
+    for (pid, samples) in &lives {
+        let (first, last) = (samples[0], samples[samples.len() - 1]);
+        let peak = samples.iter().map(|s| s.3).max().unwrap_or(0);
+        lines.push(format!(
+            "RSS of {} pid {pid} from {} s to {} s: first {:.1} MiB, peak {:.1}, last {:.1}",
+            first.1,
+            first.0,
+            last.0,
+            mib(first.3),
+            mib(peak),
+            mib(last.3)
+        ));
+    }
+    for (pid, samples) in &lives {
+        let born = samples[0].0;
+        let Some(at_10) = samples.iter().find(|s| s.0 >= born + 600) else {
+            continue;
+        };
+        let later_peak = samples.iter().filter(|s| s.0 >= at_10.0).map(|s| s.3).max();
+        let last = samples[samples.len() - 1];
+        lines.push(format!(
+            "RSS growth of {} pid {pid} after its first 10 minutes: {:.1} MiB at {} s, \
+             peak after {:.1}, last {:.1} at {} s",
+            at_10.1,
+            mib(at_10.3),
+            at_10.0,
+            mib(later_peak.unwrap_or(0)),
+            mib(last.3),
+            last.0
+        ));
+    }
+    let mut by_window: std::collections::BTreeMap<u64, u64> = Default::default();
+    for sample in rss {
+        let w = by_window.entry(sample.0 / 300).or_default();
+        *w = (*w).max(sample.3);
+    }
+    let series: Vec<String> = by_window
+        .iter()
+        .map(|(w, k)| format!("{}-{} min {:.1}", w * 5, w * 5 + 5, mib(*k)))
+        .collect();
+    lines.push(format!(
+        "largest RSS (MiB) by 5 minutes: {}",
+        series.join(", ")
+    ));
+    lines
+}
