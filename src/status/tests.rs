@@ -65,13 +65,7 @@ fn ready_when_fully_rolled_out() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -107,13 +101,7 @@ fn old_pods_left_keep_it_reconciling() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -144,13 +132,7 @@ fn unobserved_deployment_generation_is_not_ready() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -169,13 +151,7 @@ fn load_balancer_waits_for_an_address() {
         &Observed {
             deployment: Some(&d),
             service: Some(&pending),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -189,13 +165,7 @@ fn load_balancer_waits_for_an_address() {
         &Observed {
             deployment: Some(&d),
             service: Some(&with_ip),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -225,13 +195,7 @@ fn progress_deadline_keeps_the_servers_words_for_pods_it_could_not_create() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -269,13 +233,7 @@ fn progress_deadline_exceeded_is_stalled() {
         &Observed {
             deployment: Some(&d),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -323,13 +281,7 @@ fn recomputing_the_same_facts_changes_nothing() {
     let observed = Observed {
         deployment: Some(&d),
         service: Some(&svc),
-        autoscaler: None,
-        route: None,
-        gateway: None,
-        ingress: None,
-        pods: None,
-        missing_config: &[],
-        unfollowed_config: &[],
+        ..Default::default()
     };
     let first = compute(&b, &observed, None, "cluster.local", &now());
     b.status = Some(first.clone());
@@ -353,13 +305,7 @@ fn old_pods_terminating_keep_ready_false() {
     let observed = Observed {
         deployment: Some(&d),
         service: Some(&svc),
-        autoscaler: None,
-        route: None,
-        gateway: None,
-        ingress: None,
-        pods: None,
-        missing_config: &[],
-        unfollowed_config: &[],
+        ..Default::default()
     };
     let s = compute(&b, &observed, None, "cluster.local", &now());
     assert_eq!(cond(&s, READY), (FALSE, reason::PODS_TERMINATING));
@@ -384,13 +330,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
         &Observed {
             deployment: Some(&quota),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -411,13 +351,7 @@ fn pod_creation_failures_show_at_once_and_stall_when_permanent() {
         &Observed {
             deployment: Some(&invalid),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -437,13 +371,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
         &Observed {
             deployment: Some(&gone),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -456,13 +384,7 @@ fn scaled_to_zero_is_ready_once_no_pod_is_left() {
         &Observed {
             deployment: Some(&leaving),
             service: Some(&svc),
-            autoscaler: None,
-            route: None,
-            gateway: None,
-            ingress: None,
-            pods: None,
-            missing_config: &[],
-            unfollowed_config: &[],
+            ..Default::default()
         },
         None,
         "cluster.local",
@@ -505,13 +427,8 @@ fn pod_problems_name_the_reason_and_stall_only_when_permanent() {
             &Observed {
                 deployment: Some(&d),
                 service: Some(&svc),
-                autoscaler: None,
-                route: None,
-                gateway: None,
-                ingress: None,
                 pods: Some(p),
-                missing_config: &[],
-                unfollowed_config: &[],
+                ..Default::default()
             },
             None,
             "cluster.local",
