@@ -553,6 +553,8 @@ EOF
   # The audit log records the writes of ServiceAccounts in namespace kubundle-audited only (tests
   # run operator replicas under those identities to see who wrote what, and when: a leader that
   # lost its Lease must write nothing); nothing else is logged, so it costs the rest nothing.
+  # It rotates at 100 MB and keeps ten old files: the hour-long soak writes more than 100 MB, and
+  # its checks read every file (tests/support/audit.rs).
   cat >"$state/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -565,7 +567,7 @@ rules:
 POLICY
   start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$state/logs/audit.log" \
-    --audit-log-format=json --audit-log-maxsize=100 --audit-log-maxbackup=1 \
+    --audit-log-format=json --audit-log-maxsize=100 --audit-log-maxbackup=10 \
     --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \

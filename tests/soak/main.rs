@@ -586,6 +586,12 @@ async fn chaos_soak() {
             ));
         }
     }
+    // The checks below are of every write since the start: the log must still hold it.
+    assert!(
+        audit::reaches_back_to(since, Duration::from_secs(30)),
+        "the API server's audit log no longer reaches back to the soak's start ({replay}): \
+         a log rotated away would leave the split-brain check seeing only part of the run"
+    );
     let writes = audit::writes_since(since);
     let split = audit::split_brain_seconds(&writes);
     let rss = replicas.rss.lock().unwrap().clone();

@@ -78,11 +78,17 @@ pub struct Write {
 }
 
 /// Every audited write received at or after `since`.
+///
+/// The API server rotates its log at 100 MB (cluster.sh keeps ten old files, `audit-TIME.log`
+/// beside `audit.log`): all of them are read, so a long test sees its whole run; a test that
+/// must see from its start checks that with [`reaches_back_to`].
 pub fn writes_since(since: SystemTime) -> Vec<Write> {
-    let text = std::fs::read_to_string(log_path()).unwrap_or_default();
     let prefix = format!("system:serviceaccount:{NAMESPACE}:");
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    let mut writes: Vec<Write> = log_files()
+        .iter()
+        .filter_map(|f| std::fs::File::open(f).ok())
+        .flat_map(|f| std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(Result::ok))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
         .filter_map(|e| {
             let who = e["user"]["username"].as_str()?.strip_prefix(&prefix)?;
             let at = e["requestReceivedTimestamp"].as_str()?;
@@ -107,7 +113,37 @@ pub fn writes_since(since: SystemTime) -> Vec<Write> {
             })
         })
         .filter(|w| w.at >= since)
-        .collect()
+        .collect();
+    writes.sort_by_key(|w| w.at);
+    writes
+}
+
+/// The audit log and its rotated files.
+fn log_files() -> Vec<PathBuf> {
+    let current = log_path();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(current.parent().unwrap())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+        })
+        .collect();
+    files.sort();
+    files.push(current);
+    files
+}
+
+/// Whether the audit log still holds writes from `at` on: its oldest audited write is no later
+/// than `within` after `at` (a test's first write comes that soon). False when rotation has
+/// dropped the start of a run, which would leave a check of "every write" seeing only some.
+pub fn reaches_back_to(at: SystemTime, within: std::time::Duration) -> bool {
+    writes_since(at)
+        .first()
+        .is_some_and(|w| w.at <= at + within)
 }
 
 /// Seconds (since the epoch) in which more than one audited identity made a write that took
