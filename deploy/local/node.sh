@@ -368,9 +368,14 @@ node_start() {
     mkdir -p "$h/kubundle"
   done
 
+  # A socket left by a run that was not stopped would pass a mere existence check while the new
+  # containerd still starts (the kubelet then fails on "connection refused"): it is removed, and
+  # containerd must answer on it before the kubelet starts.
+  rm -f "$run/containerd.sock" "$run/containerd.sock.ttrpc"
   PATH="$(node_bin containerd):$(node_bin runc):$PATH" START_PREFIX="nsenter -t $holder -m --" \
     start containerd --config "$n/containerd/config.toml"
-  wait_for 30 "containerd" test -S "$run/containerd.sock"
+  wait_for 30 "containerd to answer" \
+    nsenter -t "$holder" -m -- "$(node_bin containerd)/ctr" --address "$run/containerd.sock" version
   START_PREFIX="nsenter -t $holder -m --" start kubelet --config="$n/kubelet/config.yaml" \
     --kubeconfig="$state/kubeconfigs/kubelet.kubeconfig" --root-dir="$n/kubelet/root" \
     --cert-dir="$n/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
