@@ -368,9 +368,9 @@ node_start() {
     mkdir -p "$h/kubundle"
   done
 
-  # A socket left by a run that was not stopped would pass a mere existence check while the new
-  # containerd still starts (the kubelet then fails on "connection refused"): it is removed, and
-  # containerd must answer on it before the kubelet starts.
+  # The socket can exist before containerd serves on it (a leftover one, or one not yet listening):
+  # the kubelet, dialing it then, exits on "connection refused". So a leftover socket is removed,
+  # and the kubelet starts once containerd answers on it.
   rm -f "$run/containerd.sock" "$run/containerd.sock.ttrpc"
   PATH="$(node_bin containerd):$(node_bin runc):$PATH" START_PREFIX="nsenter -t $holder -m --" \
     start containerd --config "$n/containerd/config.toml"

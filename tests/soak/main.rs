@@ -587,20 +587,19 @@ async fn chaos_soak() {
         }
     }
     // The checks below are of every write since the start: the log must still hold it.
+    let writes = audit::writes_since(since);
     assert!(
-        audit::reaches_back_to(since, Duration::from_secs(30)),
+        audit::reach_back_to(&writes, since, Duration::from_secs(30)),
         "the API server's audit log no longer reaches back to the soak's start ({replay}): \
          a log rotated away would leave the split-brain check seeing only part of the run"
     );
-    let writes = audit::writes_since(since);
     let split = audit::split_brain_seconds(&writes);
-    let rss = replicas.rss.lock().unwrap().clone();
     eprintln!(
         "soak: audited writes {} ({} by the replicas outside Leases)",
         writes.len(),
         writes.iter().filter(|w| w.resource != "leases").count(),
     );
-    for line in replicas::rss_report(&rss) {
+    for line in replicas::rss_report(&replicas.rss.lock().unwrap()) {
         eprintln!("soak: {line}");
     }
     assert!(

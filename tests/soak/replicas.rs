@@ -3,6 +3,7 @@
 //! A replica that exits (killed, or after losing its Lease) is started again a second later, as a
 //! Deployment's pod would be.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,7 +205,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 pub fn rss_report(rss: &[Rss]) -> Vec<String> {
     let mib = |k: u64| k as f64 / 1024.0;
     let mut lines = Vec::new();
-    let mut lives: std::collections::BTreeMap<u32, Vec<&Rss>> = Default::default();
+    let mut lives: BTreeMap<u32, Vec<&Rss>> = BTreeMap::new();
     for sample in rss {
         lives.entry(sample.2).or_default().push(sample);
     }
@@ -239,7 +240,7 @@ pub fn rss_report(rss: &[Rss]) -> Vec<String> {
             last.0
         ));
     }
-    let mut by_window: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut by_window: BTreeMap<u64, u64> = BTreeMap::new();
     for sample in rss {
         let w = by_window.entry(sample.0 / 300).or_default();
         *w = (*w).max(sample.3);

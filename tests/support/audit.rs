@@ -81,7 +81,7 @@ pub struct Write {
 ///
 /// The API server rotates its log at 100 MB (cluster.sh keeps ten old files, `audit-TIME.log`
 /// beside `audit.log`): all of them are read, so a long test sees its whole run; a test that
-/// must see from its start checks that with [`reaches_back_to`].
+/// must see from its start checks that with [`reach_back_to`].
 pub fn writes_since(since: SystemTime) -> Vec<Write> {
     let prefix = format!("system:serviceaccount:{NAMESPACE}:");
     let mut writes: Vec<Write> = log_files()
@@ -137,13 +137,11 @@ fn log_files() -> Vec<PathBuf> {
     files
 }
 
-/// Whether the audit log still holds writes from `at` on: its oldest audited write is no later
-/// than `within` after `at` (a test's first write comes that soon). False when rotation has
-/// dropped the start of a run, which would leave a check of "every write" seeing only some.
-pub fn reaches_back_to(at: SystemTime, within: std::time::Duration) -> bool {
-    writes_since(at)
-        .first()
-        .is_some_and(|w| w.at <= at + within)
+/// Whether `writes` (read from `at` on) reach back to `at`: the oldest is no later than `within`
+/// after it (a test's first write comes that soon). False when rotation has dropped the start
+/// of a run, which would leave a check of "every write" seeing only some.
+pub fn reach_back_to(writes: &[Write], at: SystemTime, within: std::time::Duration) -> bool {
+    writes.first().is_some_and(|w| w.at <= at + within)
 }
 
 /// Seconds (since the epoch) in which more than one audited identity made a write that took
