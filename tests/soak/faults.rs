@@ -50,6 +50,45 @@ impl Fault {
         Fault::Storm,
     ];
 
+    /// The class's word in KUBUNDLE_SOAK_CLASSES.
+    pub fn key(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Freeze => "freeze",
+            Fault::ApiServerRestart => "apiserver",
+            Fault::EtcdRestart => "etcd",
+            Fault::Latency => "latency",
+            Fault::Bandwidth => "bandwidth",
+            Fault::Reset => "reset",
+            Fault::BlackHole => "blackhole",
+            Fault::Storm => "storm",
+        }
+    }
+
+    /// The classes named in `list` (comma-separated keys), or an error naming the unknown word.
+    pub fn parse_list(list: &str) -> Result<Vec<Fault>, String> {
+        let mut chosen = Vec::new();
+        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let fault = Fault::ALL
+                .into_iter()
+                .find(|f| f.key() == word)
+                .ok_or_else(|| {
+                    let keys: Vec<&str> = Fault::ALL.iter().map(|f| f.key()).collect();
+                    format!(
+                        "unknown fault class {word:?}: the classes are {}",
+                        keys.join(",")
+                    )
+                })?;
+            if !chosen.contains(&fault) {
+                chosen.push(fault);
+            }
+        }
+        if chosen.is_empty() {
+            return Err("no fault class named".into());
+        }
+        Ok(chosen)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "SIGKILL of the leader",
@@ -65,11 +104,11 @@ impl Fault {
     }
 }
 
-/// The schedule: rounds of every class in a seeded order, until both `at_least` faults and
+/// The schedule: rounds of every chosen class in a seeded order, until both `at_least` faults and
 /// `duration` are reached (a fault is never cut short).
-pub fn next_fault(rng: &mut Rng, round: &mut Vec<Fault>) -> Fault {
+pub fn next_fault(rng: &mut Rng, classes: &[Fault], round: &mut Vec<Fault>) -> Fault {
     if round.is_empty() {
-        let mut all = Fault::ALL.to_vec();
+        let mut all = classes.to_vec();
         // Fisher–Yates, seeded.
         for i in (1..all.len()).rev() {
             let j = rng.below(i as u64 + 1) as usize;
