@@ -16,9 +16,10 @@
 //!   KUBUNDLE_SOAK_FAULTS   at least this many faults, even past the duration (default 20)
 //!   KUBUNDLE_SOAK_RATE     changes per second (default 2)
 //!   KUBUNDLE_SOAK_CLASSES  the fault classes, comma-separated (default all: kill, freeze,
-//!                          apiserver, etcd, latency, bandwidth, reset, blackhole, storm); e.g.
-//!                          without kill and freeze one replica stays leader for the whole run,
-//!                          which shows its memory over time
+//!                          apiserver, etcd, latency, bandwidth, reset, blackhole, storm); with
+//!                          latency,bandwidth,reset only (faults that leave the Lease alone;
+//!                          restarts and black holes make the leader exit) one process leads
+//!                          the whole run, which shows its memory over time
 //!   KUBUNDLE_SOAK_SEED     FAULTS:CHANGES, the seeds to replay (default: a fixed seed for the
 //!                          fault schedule and a random one, printed, for the changes)
 //! It needs the cluster to itself (it restarts the API server and etcd): the test command runs it

@@ -115,14 +115,32 @@ impl Toxiproxy {
         );
     }
 
-    /// Removes toxic `name`.
+    /// Removes toxic `name`. Toxiproxy removes a toxic from every open connection's link, which
+    /// waits for the data each holds (a latency toxic holds up to a second of it per connection),
+    /// and its admin API answers 503 after 25 s while the removal goes on: then this waits until
+    /// the toxic is gone (up to 2 minutes).
     pub async fn remove(&self, name: &str) {
         let url = format!("{}/proxies/{}/toxics/{name}", self.api, self.proxy);
         let (code, answer) = http_request("DELETE", &url, "").await.unwrap();
-        assert!(
-            code == 204 || code == 200,
+        if code == 204 || code == 200 {
+            return;
+        }
+        assert_eq!(
+            code, 503,
             "toxiproxy could not remove {name}: {code} {answer}"
         );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (code, answer) = http_request("GET", &url, "").await.unwrap();
+            if code == 404 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "toxiproxy had not removed {name} 2 minutes after its 503: {code} {answer}"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 }
 
