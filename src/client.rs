@@ -7,7 +7,8 @@
 //! default). So every request must see its response's headers within [`RESPONSE_DEADLINE`], or it
 //! fails and the connection is dropped; the reconcile's error policy retries on a new one. A watch's
 //! headers come at once too; its events are guarded by the watches' own idle timeout
-//! ([`crate::reconcile::WATCH_TIMEOUT`]).
+//! ([`crate::reconcile::WATCH_TIMEOUT`]). A connection that goes silent after the headers, in the
+//! middle of a body, fails the read after [`READ_TIMEOUT`] of silence.
 //!
 //! With leader election, every write but the Lease's own passes a [`Fence`]: a replica that is not
 //! the leader, or no longer surely so, sends none ([`crate::leader`] says why this cannot be left
@@ -29,11 +30,31 @@ use crate::metrics::Metrics;
 /// (429), so 30 s without a byte means the connection is gone, not that the server is slow.
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Builds the operator's client; its writes pass `fence`.
+/// How long a connection may stay silent while a response is read (headers or body). The headers
+/// have [`RESPONSE_DEADLINE`]; this covers a connection that goes silent after them, in the middle
+/// of a body, which would otherwise hold the reconcile reading it forever (kube's client sets no
+/// read timeout by default), and kube-runtime runs no other reconcile of that AppBundle meanwhile.
+/// A watch sends something at least every [`crate::reconcile::WATCH_TIMEOUT`] (the API server ends
+/// each watch request then), so this is longer, by a margin.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Builds the operator's client (in-cluster, or KUBECONFIG); its writes pass `fence`.
 pub async fn operator_client(metrics: &Metrics, fence: Fence) -> Result<Client, kube::Error> {
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
+    operator_client_for(config, metrics, fence)
+}
+
+/// The operator's client for `config`.
+pub fn operator_client_for(
+    mut config: kube::Config,
+    metrics: &Metrics,
+    fence: Fence,
+) -> Result<Client, kube::Error> {
+    config.read_timeout = Some(READ_TIMEOUT);
+    // Counted from when the request was written, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
     let metrics = metrics.clone();
     let count =
         tower::ServiceBuilder::new().map_request(move |req: http::Request<kube::client::Body>| {
@@ -175,6 +196,15 @@ where
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn a_quiet_watch_outlives_the_read_timeout_by_a_margin() {
+        // The API server ends each watch request after WATCH_TIMEOUT; the read timeout must not
+        // end it first, nor the watches' own idle timeout (WATCH_TIMEOUT + 5 s).
+        let watch = Duration::from_secs(u64::from(crate::reconcile::WATCH_TIMEOUT));
+        assert!(READ_TIMEOUT >= watch + Duration::from_secs(10));
+        assert!(READ_TIMEOUT > RESPONSE_DEADLINE);
+    }
 
     fn request(method: http::Method, path: &str) -> http::Request<()> {
         http::Request::builder()

@@ -370,6 +370,84 @@ mod faults {
         outage("etcd", 20, false, true, Duration::from_secs(90)).await;
     }
 
+    /// A connection that goes silent after the response's headers came, in the middle of its body
+    /// (a NAT or load balancer forgetting it, a proxy pausing it): the operator's client fails the
+    /// read after READ_TIMEOUT instead of waiting forever. Found by the chaos soak with one leader
+    /// for 24 minutes (network faults only): 15 AppBundles left DeploymentPending for good. Before
+    /// the fix this GET never returned. Through Toxiproxy: the body (1 MiB) trickles at 16 KB/s,
+    /// then every byte from the API server is dropped and nothing is closed.
+    #[tokio::test]
+    async fn a_response_body_that_stops_coming_fails_the_read() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kubundle::client::{READ_TIMEOUT, operator_client_for};
+
+        let admin = client().await;
+        let ns = create_namespace(&admin, "silent-body").await;
+        let configs: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+        // Letters that do not compress, in case the answer is gzipped.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let blob: String = (0..1 << 20)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
+            })
+            .collect();
+        let big: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "big"}, "data": {"blob": blob}
+        }))
+        .unwrap();
+        configs.create(&Default::default(), &big).await.unwrap();
+
+        let proxy = crate::support::toxiproxy::Toxiproxy::start("silent-body").await;
+        let kubeconfig = kube::config::Kubeconfig::read_from(&proxy.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let operator = operator_client_for(
+            config,
+            &kubundle::metrics::Metrics::new(),
+            kubundle::leader::Fence::open(),
+        )
+        .unwrap();
+        let through: Api<ConfigMap> = Api::namespaced(operator, &ns);
+        proxy
+            .add(
+                "slow",
+                "bandwidth",
+                "downstream",
+                serde_json::json!({"rate": 16}),
+            )
+            .await;
+        let started = Instant::now();
+        let get = tokio::spawn(async move { through.get("big").await.map(|_| ()) });
+        // The headers are through at once; the body is about 30 KB in.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy
+            .add(
+                "silent",
+                "timeout",
+                "downstream",
+                serde_json::json!({"timeout": 0}),
+            )
+            .await;
+        let answer = tokio::time::timeout(READ_TIMEOUT + Duration::from_secs(30), get)
+            .await
+            .expect("the GET still waits for a body that stopped coming")
+            .unwrap();
+        let took = started.elapsed();
+        assert!(answer.is_err(), "the GET of 1 MiB at 16 KB/s succeeded");
+        assert!(
+            took >= READ_TIMEOUT,
+            "the GET failed after {took:?}, before the read timeout: {answer:?}"
+        );
+        eprintln!("the silent body failed the read after {took:?}: {answer:?}");
+        proxy.remove("silent").await;
+        proxy.remove("slow").await;
+        delete_namespace(&admin, &ns).await;
+    }
+
     /// iptables rules dropping the packets of the TCP connections a process had open to the API
     /// server when they were made; removed when dropped.
     struct BlackHole {
