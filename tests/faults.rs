@@ -372,9 +372,10 @@ mod faults {
 
     /// A connection that goes silent after the response's headers came, in the middle of its body
     /// (a NAT or load balancer forgetting it, a proxy pausing it): the operator's client fails the
-    /// read after READ_TIMEOUT instead of waiting forever. Found by the chaos soak with one leader
-    /// for 24 minutes (network faults only): 15 AppBundles left DeploymentPending for good. Before
-    /// the fix this GET never returned. Through Toxiproxy: the body (1 MiB) trickles at 16 KB/s,
+    /// read after READ_TIMEOUT instead of waiting forever. Looked for after the chaos soak with one
+    /// leader for 24 minutes (network faults only) left 15 AppBundles DeploymentPending with the
+    /// operator silent: the likeliest cause, a reconcile reading a body forever. Before the fix this
+    /// GET never returned. Through Toxiproxy: the body (1 MiB) trickles at 16 KB/s,
     /// then every byte from the API server is dropped and nothing is closed.
     #[tokio::test]
     async fn a_response_body_that_stops_coming_fails_the_read() {
