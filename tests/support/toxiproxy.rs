@@ -129,17 +129,17 @@ impl Toxiproxy {
             code, 503,
             "toxiproxy could not remove {name}: {code} {answer}"
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (code, answer) = http_request("GET", &url, "").await.unwrap();
             if code == 404 {
                 return;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "toxiproxy had not removed {name} 2 minutes after its 503: {code} {answer}"
             );
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
